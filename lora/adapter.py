@@ -1,0 +1,110 @@
+"""Saving and loading a LoRA adapter: the small file set that turns a base model into a fine-tuned one.
+
+An adapter directory holds
+  lora_weights.pt       only the A and B tensors (see `lora_state_dict`)
+  embedding_weights.pt  only the new words' embedding rows, with their token ids
+  lora_config.json      the LoRAConfig plus a fingerprint of the base model's weights
+  tokenizer.json        the extended vocabulary (the base's words first, ids unchanged)
+
+Loading re-does what training did: load the base, check its fingerprint,
+resize the embedding for the new words, apply LoRA, then copy in A, B and the
+new rows, insisting that every key set matches exactly. An adapter trained on
+another base model is refused: its low-rank updates are only meaningful on
+top of the exact weights they were trained against.
+"""
+
+import json
+from pathlib import Path
+
+import torch
+
+from lora.apply import apply_lora, load_lora_state_dict, lora_state_dict
+from lora.config import LoRAConfig
+from minigpt.checkpoint import load_model_dir, model_fingerprint, write_directory_atomically
+from minigpt.errors import UserError
+from minigpt.files import load_tensor_file
+from minigpt.new_token_rows import SplitEmbedding, split_new_token_rows
+from minigpt.tokenizer import WordTokenizer
+
+LORA_WEIGHTS, EMBEDDING_WEIGHTS, LORA_CONFIG, TOKENIZER = "lora_weights.pt", "embedding_weights.pt", "lora_config.json", "tokenizer.json"
+ADAPTER_FILES = (LORA_WEIGHTS, EMBEDDING_WEIGHTS, LORA_CONFIG, TOKENIZER)
+FORMAT_VERSION = 1
+
+
+def save_adapter(path, model, config: LoRAConfig, tokenizer: WordTokenizer, base_fingerprint: str, base_vocab_size: int):
+    """Write the adapter directory atomically. `model` carries LoRA layers and split embedding rows."""
+    if not isinstance(model.token_embedding, SplitEmbedding):
+        raise ValueError("expected the new word rows to be split off (split_new_token_rows)")
+    new_rows = model.token_embedding.new_rows.detach().cpu().clone()
+    token_ids = torch.arange(base_vocab_size, base_vocab_size + new_rows.shape[0])
+    settings = {
+        "format_version": FORMAT_VERSION,
+        **config.to_dict(),
+        "base_model_fingerprint": base_fingerprint,
+        "base_vocab_size": base_vocab_size,
+        "vocab_size": tokenizer.vocab_size,
+    }
+
+    def write_files(directory: Path) -> None:
+        torch.save(lora_state_dict(model), directory / LORA_WEIGHTS)
+        torch.save({"token_ids": token_ids, "rows": new_rows}, directory / EMBEDDING_WEIGHTS)
+        (directory / LORA_CONFIG).write_text(json.dumps(settings, indent=2) + "\n", encoding="utf-8")
+        (directory / TOKENIZER).write_text(tokenizer.to_json(), encoding="utf-8")
+
+    return write_directory_atomically(path, write_files)
+
+
+def read_adapter_config(path) -> dict:
+    path = Path(path)
+    if not path.is_dir():
+        raise UserError(f"adapter directory {path} does not exist; run python train_finetune.py --method lora first")
+    for name in ADAPTER_FILES:
+        if not (path / name).is_file():
+            raise UserError(f"adapter directory {path} is missing {name}; re-run python train_finetune.py --method lora")
+    try:
+        settings = json.loads((path / LORA_CONFIG).read_text(encoding="utf-8"))
+        LoRAConfig.from_dict(settings)
+        for key in ("base_model_fingerprint", "base_vocab_size", "vocab_size"):
+            settings[key]  # noqa: B018 (presence check)
+    except (ValueError, KeyError, TypeError, UnicodeDecodeError, UserError) as error:
+        raise UserError(f"{path / LORA_CONFIG} is corrupted ({error}); re-run python train_finetune.py --method lora") from None
+    return settings
+
+
+def load_adapter(adapter_path, base_path, device="cpu"):
+    """Base model + adapter -> (MiniGPT with LoRA layers and split rows, extended tokenizer, LoRAConfig)."""
+    adapter_path = Path(adapter_path)
+    settings = read_adapter_config(adapter_path)
+    config = LoRAConfig.from_dict(settings)
+    model, base_tokenizer = load_model_dir(base_path, hint="run python train_pretrain.py first")
+    fingerprint = model_fingerprint(model)
+    if fingerprint != settings["base_model_fingerprint"]:
+        raise UserError(
+            f"adapter {adapter_path} was trained on a different base model (fingerprint "
+            f"{settings['base_model_fingerprint'][:12]}, but {base_path} has {fingerprint[:12]}); "
+            "load it onto the base it was trained on, or re-run train_finetune.py on this base"
+        )
+    tokenizer = WordTokenizer.load(adapter_path / TOKENIZER)
+    base_vocab = settings["base_vocab_size"]
+    if tokenizer.id_to_token[:base_vocab] != base_tokenizer.id_to_token or tokenizer.vocab_size != settings["vocab_size"]:
+        raise UserError(f"{adapter_path / TOKENIZER} does not extend the base model's vocabulary; the adapter directory is inconsistent")
+
+    embedding = load_tensor_file(adapter_path / EMBEDDING_WEIGHTS, "new word embeddings")
+    if not isinstance(embedding, dict) or set(embedding) != {"token_ids", "rows"}:
+        found = sorted(embedding) if isinstance(embedding, dict) else type(embedding).__name__
+        raise UserError(f"{adapter_path / EMBEDDING_WEIGHTS} must hold exactly 'token_ids' and 'rows', found {found}")
+    expected_ids = torch.arange(base_vocab, tokenizer.vocab_size)
+    rows = embedding["rows"]
+    if not torch.equal(embedding["token_ids"].cpu(), expected_ids) or tuple(rows.shape) != (len(expected_ids), model.config.n_embd):
+        raise UserError(f"{adapter_path / EMBEDDING_WEIGHTS} does not match the {len(expected_ids)} new words of {adapter_path / TOKENIZER}")
+    lora_weights = load_tensor_file(adapter_path / LORA_WEIGHTS, "LoRA weights")
+    if not isinstance(lora_weights, dict) or not all(torch.is_tensor(v) for v in lora_weights.values()):
+        raise UserError(f"{adapter_path / LORA_WEIGHTS} is not a state dict of tensors; re-run train_finetune.py --method lora")
+
+    model.resize_token_embeddings(tokenizer.vocab_size)
+    new_rows = split_new_token_rows(model, base_vocab)
+    with torch.no_grad():
+        new_rows.copy_(rows)
+    apply_lora(model, config)
+    load_lora_state_dict(model, lora_weights, source=str(adapter_path / LORA_WEIGHTS))
+    return model.to(device).eval(), tokenizer, config

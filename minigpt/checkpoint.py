@@ -1,0 +1,114 @@
+"""Model directories: `config.json` + `model.pt` + `tokenizer.json`.
+
+Saving writes a complete directory under a temporary name and then renames it
+into place, so an interrupted run leaves the previous model as it was.
+Loading uses `torch.load(..., weights_only=True)`, which refuses pickled code,
+and checks that the three files exist and agree with each other.
+"""
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+
+from minigpt.config import GPTConfig
+from minigpt.errors import UserError
+from minigpt.files import current_umask, ensure_writable_dir, load_tensor_file
+from minigpt.model import MiniGPT
+from minigpt.tokenizer import WordTokenizer
+
+CONFIG_FILE, WEIGHTS_FILE, TOKENIZER_FILE = "config.json", "model.pt", "tokenizer.json"
+
+
+def write_directory_atomically(path: str | Path, write_files) -> Path:
+    """Call write_files(tmp_dir) to fill a fresh temporary directory, then swap it in at `path`."""
+    path = Path(path)
+    ensure_writable_dir(path.parent)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    try:
+        write_files(tmp)
+        os.chmod(tmp, 0o777 & ~current_umask())  # mkdtemp makes directories private; use the usual permissions
+        if path.exists():
+            # Move the old directory aside first: at no moment is `path` half-written.
+            old = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".old", dir=path.parent))
+            os.replace(path, old / "previous")
+            os.replace(tmp, path)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return path
+
+
+def save_model_dir(path: str | Path, model: MiniGPT, tokenizer: WordTokenizer, extra_files=None) -> Path:
+    """Write config, weights and tokenizer (and `extra_files`: {name: write(path)}) as one atomic directory."""
+    if tokenizer.vocab_size != model.config.vocab_size:
+        raise ValueError(f"tokenizer has {tokenizer.vocab_size} tokens but the model {model.config.vocab_size}")
+
+    def write_files(directory: Path) -> None:
+        (directory / CONFIG_FILE).write_text(json.dumps(model.config.to_dict(), indent=2) + "\n", encoding="utf-8")
+        state = {name: tensor.detach().cpu() for name, tensor in model.state_dict().items()}
+        torch.save(state, directory / WEIGHTS_FILE)
+        (directory / TOKENIZER_FILE).write_text(tokenizer.to_json(), encoding="utf-8")
+        for name, write in (extra_files or {}).items():
+            write(directory / name)
+
+    return write_directory_atomically(path, write_files)
+
+
+def load_model_dir(path: str | Path, device: torch.device | str = "cpu", hint: str = "") -> tuple[MiniGPT, WordTokenizer]:
+    """Load a model directory; any missing, corrupted or inconsistent file is a one-line UserError."""
+    path = Path(path)
+    hint = f" ({hint})" if hint else ""
+    if not path.is_dir():
+        raise UserError(f"model directory {path} does not exist{hint}")
+    for name in (CONFIG_FILE, WEIGHTS_FILE, TOKENIZER_FILE):
+        if not (path / name).is_file():
+            raise UserError(f"model directory {path} is missing {name}{hint}")
+    try:
+        config = GPTConfig.from_dict(json.loads((path / CONFIG_FILE).read_text(encoding="utf-8")))
+    except (ValueError, TypeError, UnicodeDecodeError, UserError) as error:
+        raise UserError(f"{path / CONFIG_FILE} is corrupted ({error}){hint}") from None
+    tokenizer = WordTokenizer.load(path / TOKENIZER_FILE)
+    if tokenizer.vocab_size != config.vocab_size:
+        raise UserError(
+            f"{path / TOKENIZER_FILE} has {tokenizer.vocab_size} tokens but {path / CONFIG_FILE} says "
+            f"vocab_size {config.vocab_size}; the files come from different runs{hint}"
+        )
+    state = load_tensor_file(path / WEIGHTS_FILE, "model weights")
+    model = MiniGPT(config)
+    check_state_dict_keys(state, model.state_dict(), path / WEIGHTS_FILE)
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as error:
+        raise UserError(f"{path / WEIGHTS_FILE} does not fit {path / CONFIG_FILE} ({str(error).splitlines()[-1].strip()}){hint}") from None
+    return model.to(device).eval(), tokenizer
+
+
+def check_state_dict_keys(found: dict, expected: dict, source: Path) -> None:
+    """A UserError naming the first missing and unexpected keys, if the key sets differ."""
+    if not isinstance(found, dict) or not all(torch.is_tensor(v) for v in found.values()):
+        raise UserError(f"{source} is not a state dict of tensors; re-run the script that writes it")
+    missing = sorted(set(expected) - set(found))
+    unexpected = sorted(set(found) - set(expected))
+    if missing or unexpected:
+        raise UserError(
+            f"{source} does not match the model: {len(missing)} missing key(s) {missing[:3]}, "
+            f"{len(unexpected)} unexpected key(s) {unexpected[:3]}"
+        )
+
+
+def model_fingerprint(model: torch.nn.Module) -> str:
+    """SHA-256 over every tensor's name, dtype, shape and bytes: identifies one set of base weights."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        tensor = tensor.detach().cpu().contiguous()
+        digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
+        digest.update(tensor.numpy().tobytes() if tensor.dtype != torch.bfloat16 else tensor.float().numpy().tobytes())
+    return digest.hexdigest()

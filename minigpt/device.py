@@ -1,0 +1,29 @@
+"""Pick the compute device: CUDA, then Apple MPS, then CPU, unless the user says.
+
+Nothing here touches CUDA at import time, so the package imports on any machine.
+"""
+
+import torch
+
+from minigpt.errors import UserError
+
+
+def choose_device(requested: str = "auto") -> torch.device:
+    """Return the requested device, or the best available one for "auto"."""
+    if requested == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if requested == "cpu":
+        return torch.device("cpu")
+    if requested.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise UserError(f"--device {requested} was asked for but CUDA is not available here; use --device cpu or auto")
+        return torch.device(requested)
+    if requested == "mps":
+        if getattr(torch.backends, "mps", None) is None or not torch.backends.mps.is_available():
+            raise UserError("--device mps was asked for but Apple MPS is not available here; use --device cpu or auto")
+        return torch.device("mps")
+    raise UserError(f"unknown --device {requested!r}; use auto, cpu, cuda, cuda:N or mps")

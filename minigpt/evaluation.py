@@ -1,0 +1,115 @@
+"""Measuring what a model learned: exact loss, perplexity, probes and samples.
+
+* `stream_loss` is the mean next-token cross-entropy over a whole token stream,
+  cut into non-overlapping windows: exact and deterministic, no sampling.
+* `unigram_perplexity` is the baseline a model must beat: predict every token
+  from its training-set frequency alone, ignoring context.
+* A knowledge probe is a prompt and the one word that must come next
+  ("the capital of france is" -> "paris"). Probe accuracy is the share of
+  probes whose greedy next token is that word, so "did it learn?" is a number.
+"""
+
+import json
+import math
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from minigpt.errors import UserError
+from minigpt.tokenizer import WordTokenizer
+
+
+@torch.no_grad()
+def stream_loss(model, data: torch.Tensor, device, batch_size: int = 64) -> float:
+    """Mean cross-entropy (nats/token) over all non-overlapping windows of `data`."""
+    model.eval()
+    block_size = model.config.block_size
+    n_windows = (len(data) - 1) // block_size
+    inputs = data[: n_windows * block_size].view(n_windows, block_size)  # (N, T)
+    targets = data[1 : n_windows * block_size + 1].view(n_windows, block_size)  # (N, T)
+    total, count = 0.0, 0
+    for start in range(0, n_windows, batch_size):
+        x, y = inputs[start : start + batch_size].to(device), targets[start : start + batch_size].to(device)
+        logits, _ = model(x)
+        total += F.cross_entropy(logits.reshape(-1, logits.size(-1)), y.reshape(-1), reduction="sum").item()
+        count += y.numel()
+    return total / count
+
+
+def unigram_perplexity(train: torch.Tensor, val: torch.Tensor, vocab_size: int) -> float:
+    """Perplexity on val of a model that predicts each token by its (add-one smoothed) train frequency."""
+    counts = torch.bincount(train, minlength=vocab_size).double() + 1.0
+    log_probs = torch.log(counts / counts.sum())
+    return math.exp(-log_probs[val].mean().item())
+
+
+def load_probes(path: str | Path) -> list[dict]:
+    """A JSON list of {"prompt": ..., "answer": ...}; a UserError if missing or malformed."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"probe file {path} does not exist; pass an existing probe file or regenerate data/")
+    try:
+        probes = json.loads(path.read_text(encoding="utf-8"))
+        if not isinstance(probes, list) or not probes:
+            raise ValueError("expected a non-empty JSON list")
+        for probe in probes:
+            if not (isinstance(probe.get("prompt"), str) and isinstance(probe.get("answer"), str)):
+                raise ValueError("every probe needs a string prompt and answer")
+    except (ValueError, AttributeError, UnicodeDecodeError) as error:
+        raise UserError(f"probe file {path} is malformed ({error}); each entry is {{\"prompt\": ..., \"answer\": ...}}") from None
+    return probes
+
+
+@torch.no_grad()
+def probe_accuracy(model, tokenizer: WordTokenizer, probes: list[dict], device) -> tuple[float, list[dict]]:
+    """Share of probes whose greedy next word is the answer, and each probe's prediction."""
+    model.eval()
+    results = []
+    for probe in probes:
+        # <eot> first: the prompt is read as the start of a fresh document.
+        ids = [tokenizer.eot_id] + tokenizer.encode(probe["prompt"])
+        ids = ids[-model.config.block_size :]
+        logits, _ = model(torch.tensor([ids], device=device))
+        predicted = tokenizer.id_to_token[logits[0, -1].argmax().item()]
+        results.append({**probe, "predicted": predicted, "correct": predicted == probe["answer"]})
+    accuracy = sum(r["correct"] for r in results) / len(results)
+    return accuracy, results
+
+
+@torch.no_grad()
+def complete(model, tokenizer: WordTokenizer, prompt: str, max_new_tokens: int, device) -> str:
+    """Greedy continuation of `prompt` (reproducible), decoded up to the first <eot>."""
+    ids = [tokenizer.eot_id] + tokenizer.encode(prompt)
+    out = model.generate(torch.tensor([ids], device=device), max_new_tokens, temperature=0.0)[0, len(ids) :].tolist()
+    if tokenizer.eot_id in out:
+        out = out[: out.index(tokenizer.eot_id)]
+    return tokenizer.decode(tokenizer.encode(prompt) + out)
+
+
+class EvaluationSuite:
+    """The fixed yardsticks every model is measured with, before and after fine-tuning.
+
+    New domain: loss on its validation split and its knowledge probes (learning).
+    Pretraining: loss on its validation split and its probes (forgetting).
+    """
+
+    def __init__(self, finetune_val: torch.Tensor, finetune_probes: list[dict], pretrain_val: torch.Tensor, pretrain_probes: list[dict]):
+        self.finetune_val, self.finetune_probes = finetune_val, finetune_probes
+        self.pretrain_val, self.pretrain_probes = pretrain_val, pretrain_probes
+
+    def measure(self, model, tokenizer: WordTokenizer, device) -> dict:
+        finetune_loss = stream_loss(model, self.finetune_val, device)
+        pretrain_loss = stream_loss(model, self.pretrain_val, device)
+        finetune_accuracy, finetune_results = probe_accuracy(model, tokenizer, self.finetune_probes, device)
+        pretrain_accuracy, pretrain_results = probe_accuracy(model, tokenizer, self.pretrain_probes, device)
+        return {
+            "finetune_val_loss": finetune_loss,
+            "finetune_val_perplexity": math.exp(finetune_loss),
+            "finetune_probe_accuracy": finetune_accuracy,
+            "pretrain_val_loss": pretrain_loss,
+            "pretrain_val_perplexity": math.exp(pretrain_loss),
+            "pretrain_probe_accuracy": pretrain_accuracy,
+            "finetune_probe_results": finetune_results,
+            "pretrain_probe_results": pretrain_results,
+        }

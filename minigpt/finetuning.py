@@ -1,0 +1,68 @@
+"""The three fine-tuning methods. Each one only decides which parameters train;
+the training loop (minigpt.training) is the same for all of them.
+
+* full:   every parameter trains, the whole embedding included.
+* freeze: the token embedding's old rows, the position embedding and the lower
+          blocks are frozen; the top `train_last_k` blocks, the final LayerNorm
+          and the new words' embedding rows train.
+* lora:   every base weight is frozen; the A and B matrices on the targeted
+          projections and the new words' embedding rows train.
+
+In freeze and lora the new rows are split off into a parameter of their own
+(minigpt.new_token_rows) so the old rows stay bit-identical.
+"""
+
+from dataclasses import dataclass
+
+from lora.apply import apply_lora
+from lora.config import LoRAConfig
+from minigpt.errors import UserError
+from minigpt.new_token_rows import split_new_token_rows
+
+
+@dataclass(frozen=True)
+class Method:
+    name: str
+    directory: str  # where its artifact goes under the results folder
+    lr: float  # default peak learning rate
+    label: str  # for tables and plots
+
+
+# Learning rates: full fine-tuning moves every pretrained weight, so it uses a
+# modest rate; LoRA's B starts at zero and its update is low-rank, so it
+# tolerates (and needs) a higher one, as the LoRA paper's own runs do.
+METHODS = {
+    "full": Method("full", "full_finetune", 1e-3, "full fine-tuning"),
+    "freeze": Method("freeze", "layer_freezing", 2e-3, "layer freezing"),
+    "lora": Method("lora", "lora_adapter", 5e-3, "LoRA (Q, K, V, O)"),
+}
+
+
+def prepare_full(model, num_old_tokens: int) -> None:
+    for parameter in model.parameters():
+        parameter.requires_grad_(True)
+
+
+def prepare_layer_freezing(model, num_old_tokens: int, train_last_k: int) -> list[str]:
+    """Freeze all but the top train_last_k blocks, the final norm and the new rows; return what trains."""
+    n_layer = len(model.blocks)
+    if not 0 <= train_last_k <= n_layer:
+        raise UserError(f"--train-last-k must be between 0 and the number of blocks ({n_layer}), got {train_last_k}")
+    for parameter in model.parameters():
+        parameter.requires_grad_(False)
+    split_new_token_rows(model, num_old_tokens)  # new rows: a separate, trainable parameter
+    trained = ["token_embedding.new_rows"]
+    for index in range(n_layer - train_last_k, n_layer):
+        model.blocks[index].requires_grad_(True)
+        trained.append(f"blocks.{index}")
+    model.final_norm.requires_grad_(True)
+    trained.append("final_norm")
+    return trained
+
+
+def prepare_lora(model, num_old_tokens: int, config: LoRAConfig) -> dict:
+    """Split off the new rows, wrap the targets in LoRALinear (which freezes the rest), unfreeze the new rows."""
+    new_rows = split_new_token_rows(model, num_old_tokens)
+    wrapped = apply_lora(model, config)
+    new_rows.requires_grad_(True)
+    return wrapped

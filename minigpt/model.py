@@ -1,0 +1,173 @@
+"""MiniGPT: a small decoder-only transformer (GPT-2 layout, pre-LayerNorm).
+
+    token ids (B, T)
+      -> token embedding + position embedding      (B, T, C)
+      -> n_layer x Block:  x = x + attention(LN(x));  x = x + feed_forward(LN(x))
+      -> final LayerNorm -> output head (tied to the token embedding) -> logits (B, T, V)
+
+Attention is built from four separate `nn.Linear` layers, `q_proj`, `k_proj`,
+`v_proj` and `o_proj`, because LoRA finds the layers it adapts by these names.
+The layout follows GPT-2 (Radford et al., 2019) as written in minGPT/nanoGPT.
+"""
+
+import dataclasses
+import math
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from minigpt.config import GPTConfig
+
+
+class CausalSelfAttention(nn.Module):
+    def __init__(self, config: GPTConfig):
+        super().__init__()
+        self.n_head = config.n_head
+        self.head_dim = config.n_embd // config.n_head
+        self.dropout = config.dropout
+        self.q_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
+        self.k_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
+        self.v_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
+        self.o_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
+        self.residual_dropout = nn.Dropout(config.dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        B, T, C = x.shape
+        # Project, then split the channels into heads: (B, T, C) -> (B, n_head, T, head_dim)
+        q = self.q_proj(x).view(B, T, self.n_head, self.head_dim).transpose(1, 2)
+        k = self.k_proj(x).view(B, T, self.n_head, self.head_dim).transpose(1, 2)
+        v = self.v_proj(x).view(B, T, self.n_head, self.head_dim).transpose(1, 2)
+        # softmax(q k^T / sqrt(head_dim)) v with a causal mask, in one fused call
+        y = F.scaled_dot_product_attention(
+            q, k, v, dropout_p=self.dropout if self.training else 0.0, is_causal=True
+        )  # (B, n_head, T, head_dim)
+        y = y.transpose(1, 2).contiguous().view(B, T, C)  # heads side by side again: (B, T, C)
+        return self.residual_dropout(self.o_proj(y))
+
+
+class FeedForward(nn.Module):
+    """Position-wise MLP: widen 4x, GELU, project back."""
+
+    def __init__(self, config: GPTConfig):
+        super().__init__()
+        self.up_proj = nn.Linear(config.n_embd, 4 * config.n_embd, bias=config.bias)
+        self.down_proj = nn.Linear(4 * config.n_embd, config.n_embd, bias=config.bias)
+        self.dropout = nn.Dropout(config.dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.dropout(self.down_proj(F.gelu(self.up_proj(x))))
+
+
+class Block(nn.Module):
+    """Pre-LayerNorm transformer block: normalise, transform, add back."""
+
+    def __init__(self, config: GPTConfig):
+        super().__init__()
+        self.attention_norm = nn.LayerNorm(config.n_embd, bias=config.bias)
+        self.attention = CausalSelfAttention(config)
+        self.feed_forward_norm = nn.LayerNorm(config.n_embd, bias=config.bias)
+        self.feed_forward = FeedForward(config)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.attention(self.attention_norm(x))
+        x = x + self.feed_forward(self.feed_forward_norm(x))
+        return x
+
+
+class MiniGPT(nn.Module):
+    def __init__(self, config: GPTConfig):
+        super().__init__()
+        # A private copy: resize_token_embeddings edits vocab_size, never the caller's config.
+        self.config = dataclasses.replace(config).validate()
+        self.token_embedding = nn.Embedding(config.vocab_size, config.n_embd)
+        self.position_embedding = nn.Embedding(config.block_size, config.n_embd)
+        self.embedding_dropout = nn.Dropout(config.dropout)
+        self.blocks = nn.ModuleList(Block(config) for _ in range(config.n_layer))
+        self.final_norm = nn.LayerNorm(config.n_embd, bias=config.bias)
+        self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
+        # Weight tying (Press & Wolf, 2017): the output head reuses the token
+        # embedding matrix, so a word is read and written with the same vector.
+        self.lm_head.weight = self.token_embedding.weight
+        self.apply(self._init_weights)
+        # GPT-2: scale the layers that write into the residual stream by 1/sqrt(2 * n_layer)
+        for name, parameter in self.named_parameters():
+            if name.endswith(("o_proj.weight", "down_proj.weight")):
+                nn.init.normal_(parameter, mean=0.0, std=0.02 / math.sqrt(2 * config.n_layer))
+
+    @staticmethod
+    def _init_weights(module: nn.Module) -> None:
+        if isinstance(module, nn.Linear):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+
+    def num_parameters(self, trainable_only: bool = False) -> int:
+        """Parameters counted once each (the tied head shares the embedding's)."""
+        return sum(p.numel() for p in self.parameters() if p.requires_grad or not trainable_only)
+
+    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None):
+        """idx (B, T) token ids -> logits (B, T, vocab_size), and the mean cross-entropy if targets are given."""
+        B, T = idx.shape
+        if T > self.config.block_size:
+            raise ValueError(f"sequence of length {T} is longer than block_size {self.config.block_size}")
+        positions = torch.arange(T, device=idx.device)  # (T,)
+        x = self.token_embedding(idx) + self.position_embedding(positions)  # (B, T, C)
+        x = self.embedding_dropout(x)
+        for block in self.blocks:
+            x = block(x)
+        logits = self.lm_head(self.final_norm(x))  # (B, T, vocab_size)
+        loss = None
+        if targets is not None:
+            loss = F.cross_entropy(logits.view(B * T, -1), targets.view(B * T))
+        return logits, loss
+
+    @torch.no_grad()
+    def generate(
+        self, idx: torch.Tensor, max_new_tokens: int, temperature: float = 1.0, top_k: int | None = None,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        """Append `max_new_tokens` tokens to idx (B, T). temperature=0 means greedy (argmax) decoding."""
+        for _ in range(max_new_tokens):
+            context = idx[:, -self.config.block_size :]  # the model sees at most block_size tokens
+            logits, _ = self(context)
+            logits = logits[:, -1, :]  # (B, vocab_size): only the last position predicts the next token
+            if temperature == 0:
+                next_id = logits.argmax(dim=-1, keepdim=True)
+            else:
+                logits = logits / temperature
+                if top_k is not None:
+                    kth_best = torch.topk(logits, min(top_k, logits.size(-1))).values[:, [-1]]
+                    logits = logits.masked_fill(logits < kth_best, float("-inf"))
+                probabilities = F.softmax(logits, dim=-1)
+                next_id = torch.multinomial(probabilities, num_samples=1, generator=generator)
+            idx = torch.cat((idx, next_id), dim=1)
+        return idx
+
+    def resize_token_embeddings(self, new_vocab_size: int) -> None:
+        """Grow the (tied) vocabulary to new_vocab_size, keeping every existing row as it is.
+
+        Old rows are copied bit for bit, so every old token's embedding and logit
+        is unchanged. New rows start at the mean of the old ones plus small noise:
+        a new word then starts with an ordinary logit instead of a random one, so
+        it neither dominates nor vanishes from the softmax (Hewitt, 2021).
+        """
+        old_weight = self.token_embedding.weight
+        old_vocab_size, n_embd = old_weight.shape
+        if new_vocab_size < old_vocab_size:
+            raise ValueError(f"cannot shrink the vocabulary from {old_vocab_size} to {new_vocab_size}")
+        if new_vocab_size == old_vocab_size:
+            return
+        new_embedding = nn.Embedding(new_vocab_size, n_embd, device=old_weight.device, dtype=old_weight.dtype)
+        with torch.no_grad():
+            new_embedding.weight[:old_vocab_size] = old_weight
+            mean_row = old_weight.mean(dim=0)
+            noise = torch.randn(new_vocab_size - old_vocab_size, n_embd, device=old_weight.device) * 0.02
+            new_embedding.weight[old_vocab_size:] = mean_row + noise
+        new_embedding.weight.requires_grad_(old_weight.requires_grad)
+        self.token_embedding = new_embedding
+        self.lm_head = nn.Linear(n_embd, new_vocab_size, bias=False, device=old_weight.device)
+        self.lm_head.weight = self.token_embedding.weight  # keep the tie
+        self.config.vocab_size = new_vocab_size

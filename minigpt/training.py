@@ -1,0 +1,144 @@
+"""The one training loop that pretraining and every fine-tuning method share.
+
+A method differs only in which parameters have `requires_grad=True`: the loop
+hands exactly those to AdamW, so frozen weights get no gradient, no optimizer
+state and no update. Schedule: linear warmup, then cosine decay to 10% of the
+peak learning rate. Gradients are clipped to a global norm of 1.0.
+
+Every `eval_interval` steps the mean loss on a fixed set of train and validation
+batches is recorded (the same batches every time, so the curve shows the model
+changing, not the sample). The history is a list of
+{step, tokens_seen, train_loss, val_loss}.
+"""
+
+import math
+import time
+from dataclasses import asdict, dataclass, field
+
+import torch
+from tqdm.auto import tqdm
+
+from minigpt.data import get_batch
+
+EVAL_SEED = 1234  # fixed: every evaluation, of every model, sees the same batches
+
+
+@dataclass
+class TrainConfig:
+    steps: int = 600
+    batch_size: int = 32
+    lr: float = 3e-3
+    warmup_steps: int = 30
+    min_lr_ratio: float = 0.1  # cosine decays to lr * min_lr_ratio
+    weight_decay: float = 0.1
+    grad_clip: float = 1.0
+    eval_interval: int = 50
+    eval_batches: int = 8
+    seed: int = 1337
+
+
+@dataclass
+class TrainResult:
+    history: list[dict] = field(default_factory=list)
+    train_seconds: float = 0.0  # optimisation steps only, evaluations excluded
+    wall_seconds: float = 0.0  # everything, evaluations included
+    tokens_seen: int = 0
+    tokens_per_second: float = 0.0
+    trainable_parameters: int = 0
+    trainable_state_bytes: int = 0  # parameters + gradients + AdamW moments, measured
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def learning_rate_at(step: int, config: TrainConfig) -> float:
+    """Linear warmup to config.lr, then cosine decay to config.lr * min_lr_ratio."""
+    if step < config.warmup_steps:
+        return config.lr * (step + 1) / config.warmup_steps
+    progress = (step - config.warmup_steps) / max(1, config.steps - config.warmup_steps)
+    cosine = 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+    return config.lr * (config.min_lr_ratio + (1.0 - config.min_lr_ratio) * cosine)
+
+
+def make_optimizer(model: torch.nn.Module, config: TrainConfig) -> torch.optim.AdamW:
+    """AdamW over the trainable parameters only; matrices decay, biases and norms do not."""
+    trainable = {name: p for name, p in model.named_parameters() if p.requires_grad}
+    if not trainable:
+        raise ValueError("the model has no trainable parameters")
+    decay = [p for p in trainable.values() if p.dim() >= 2]
+    no_decay = [p for p in trainable.values() if p.dim() < 2]
+    groups = [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW([g for g in groups if g["params"]], lr=config.lr, betas=(0.9, 0.95))
+
+
+@torch.no_grad()
+def estimate_loss(model, data: torch.Tensor, batch_size: int, num_batches: int, device) -> float:
+    """Mean loss over num_batches fixed batches (drawn with EVAL_SEED)."""
+    was_training = model.training
+    model.eval()
+    generator = torch.Generator().manual_seed(EVAL_SEED)
+    block_size = model.config.block_size
+    losses = []
+    for _ in range(num_batches):
+        x, y = get_batch(data, block_size, batch_size, generator, device)
+        losses.append(model(x, y)[1].item())
+    model.train(was_training)
+    return sum(losses) / len(losses)
+
+
+def trainable_state_bytes(model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> int:
+    """Bytes held for training: trainable parameters, their gradients and the optimizer's state."""
+    total = 0
+    for p in model.parameters():
+        if p.requires_grad:
+            total += p.numel() * p.element_size()
+            if p.grad is not None:
+                total += p.grad.numel() * p.grad.element_size()
+    for state in optimizer.state.values():
+        for value in state.values():
+            if torch.is_tensor(value) and value.dim() > 0:  # exp_avg, exp_avg_sq (skip the scalar step)
+                total += value.numel() * value.element_size()
+    return total
+
+
+def train(model, train_data: torch.Tensor, val_data: torch.Tensor, config: TrainConfig, device, description="training",
+          show_progress: bool = True) -> TrainResult:
+    """Train `model` in place on random windows of train_data; return the history and measurements."""
+    model.to(device)
+    model.train()
+    optimizer = make_optimizer(model, config)
+    generator = torch.Generator().manual_seed(config.seed)  # batch order depends on the seed alone
+    block_size = model.config.block_size
+    result = TrainResult(trainable_parameters=sum(p.numel() for p in model.parameters() if p.requires_grad))
+
+    def evaluate(step: int) -> None:
+        train_loss = estimate_loss(model, train_data, config.batch_size, config.eval_batches, device)
+        val_loss = estimate_loss(model, val_data, config.batch_size, config.eval_batches, device)
+        result.history.append({"step": step, "tokens_seen": result.tokens_seen, "train_loss": train_loss, "val_loss": val_loss})
+        milliseconds = 1000 * result.train_seconds / max(1, step)
+        progress.write(f"step {step:5d} | train loss {train_loss:.4f} | val loss {val_loss:.4f} | {milliseconds:.1f} ms/step")
+
+    wall_start = time.perf_counter()
+    progress = tqdm(range(config.steps), desc=description, disable=not show_progress, leave=False, dynamic_ncols=True)
+    evaluate(0)
+    for step in progress:
+        step_start = time.perf_counter()
+        for group in optimizer.param_groups:
+            group["lr"] = learning_rate_at(step, config)
+        x, y = get_batch(train_data, block_size, config.batch_size, generator, device)
+        _, loss = model(x, y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], config.grad_clip)
+        optimizer.step()
+        result.train_seconds += time.perf_counter() - step_start
+        result.tokens_seen += x.numel()
+        progress.set_postfix(loss=f"{loss.item():.3f}")
+        if (step + 1) % config.eval_interval == 0 or step + 1 == config.steps:
+            evaluate(step + 1)
+    progress.close()
+    result.wall_seconds = time.perf_counter() - wall_start
+    result.tokens_per_second = result.tokens_seen / max(result.train_seconds, 1e-9)
+    result.trainable_state_bytes = trainable_state_bytes(model, optimizer)
+    model.eval()
+    return result

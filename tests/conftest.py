@@ -1,0 +1,79 @@
+"""Shared test helpers: tiny models, tiny corpora, and running a script's main() in-process.
+
+Scripts are run in-process (same code path as the command line, through
+run_cli) because starting a fresh Python that imports torch and matplotlib
+costs seconds; a few tests still run real subprocesses to prove the exit
+status and the absence of a traceback end to end.
+"""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from minigpt.config import GPTConfig  # noqa: E402
+from minigpt.errors import run_cli  # noqa: E402
+from minigpt.model import MiniGPT  # noqa: E402
+
+DATA = REPO / "data"
+FINETUNE_DATA_FLAGS = ["--data", DATA / "cooking.txt", "--probes", DATA / "cooking_probes.json",
+                       "--pretrain-corpus", DATA / "pretrain.txt", "--pretrain-probes", DATA / "pretrain_probes.json"]
+TINY = dict(block_size=16, n_layer=2, n_head=2, n_embd=16)
+TINY_FLAGS = ["--block-size", "16", "--n-layer", "2", "--n-head", "2", "--n-embd", "16", "--no-progress"]
+
+
+def tiny_model(vocab_size: int = 50, seed: int = 0, **overrides) -> MiniGPT:
+    torch.manual_seed(seed)
+    return MiniGPT(GPTConfig(vocab_size=vocab_size, **{**TINY, **overrides})).eval()
+
+
+def run_main(script: str, args: list[str], monkeypatch, capsys) -> tuple[int, str, str]:
+    """Run scripts/<script>.py's main() as the command line would; return (exit status, stdout, stderr)."""
+    module = __import__(script)
+    monkeypatch.setattr(sys, "argv", [f"{script}.py", *map(str, args)])
+    status = 0
+    try:
+        run_cli(module.main)
+    except SystemExit as exit_:
+        status = exit_.code if isinstance(exit_.code, int) else 1
+    out = capsys.readouterr()
+    return status, out.out, out.err
+
+
+def run_subprocess(script: str, args: list[str], cwd: Path = REPO) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(REPO / f"{script}.py"), *map(str, args)],
+                          cwd=cwd, capture_output=True, text=True, timeout=120)
+
+
+def assert_one_line_error(status: int, err: str, *fragments: str) -> None:
+    lines = [line for line in err.strip().splitlines() if line.strip()]
+    assert status == 2, f"expected exit status 2, got {status}: {err}"
+    assert len(lines) == 1, f"expected one line on stderr, got: {err}"
+    assert "Traceback" not in err
+    for fragment in fragments:
+        assert fragment in lines[0], f"{fragment!r} not in {lines[0]!r}"
+
+
+@pytest.fixture(scope="session")
+def pipeline(tmp_path_factory):
+    """A tiny pretrain -> fine-tune run on the shipped data, shared by the end-to-end tests."""
+    root = tmp_path_factory.mktemp("pipeline")
+    pretrained, results = root / "pretrained", root / "results"
+    mp = pytest.MonkeyPatch()
+    try:
+        for script, args in (
+            ("train_pretrain", ["--corpus", DATA / "pretrain.txt", "--probes", DATA / "pretrain_probes.json", "--out", pretrained, "--steps", "30", "--eval-interval", "10", *TINY_FLAGS]),
+            ("train_finetune", ["--pretrained", pretrained, "--out", results, *FINETUNE_DATA_FLAGS, "--steps", "8", "--eval-interval", "4",
+                                "--batch-size", "8", "--no-progress"]),
+        ):
+            module = __import__(script)
+            mp.setattr(sys, "argv", [script, *map(str, args)])
+            module.main()
+    finally:
+        mp.undo()
+    return {"root": root, "pretrained": pretrained, "results": results}
