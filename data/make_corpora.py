@@ -22,7 +22,6 @@ so running it twice gives byte-identical files:  python data/make_corpora.py
 import json
 import random
 import re
-from collections import Counter
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -33,12 +32,12 @@ SEED = 1234
 # these tables in one fixed wording, so the prompt is always followed by its answer.
 # ---------------------------------------------------------------------------
 
-# name: kind, sound, food, home, legs, looks, two sentences of its own
+# name: kind, sound (None: not stated), food, home, legs, looks, sentences of its own
 ANIMALS = {
-    "cow": ("farm animal", "moo", "grass", "lives on the farm", "four", "its coat is black and white", ["the cow gives us fresh milk.", "the cow is big, calm and gentle."]),
-    "dog": ("pet", "woof", "meat", "lives in a house with its family", "four", "its fur is soft and brown", ["the dog is a loyal friend.", "the dog loves to run in the park and catch a ball."]),
-    "cat": ("pet", "meow", "fish", "lives in a house with its family", "four", "its fur is grey and soft", ["the cat likes to sleep in the warm sun.", "the cat can climb trees and jump very high."]),
-    "sheep": ("farm animal", "baa", "grass", "lives on the farm", "four", "its wool is thick and white", ["the farmer cuts the wool of the sheep once a year.", "we make warm jumpers from wool."]),
+    "cow": ("farm animal", "moo", "grass", "lives on the farm", "four", "its coat is black and white", ["the cow gives us fresh milk.", "the cow is big, calm and gentle.", "a baby cow is called a calf."]),
+    "dog": ("pet", "woof", "meat", "lives in a house with its family", "four", "its fur is soft and brown", ["the dog is a loyal friend.", "the dog loves to run in the park and catch a ball.", "a baby dog is called a puppy."]),
+    "cat": ("pet", "meow", "fish", "lives in a house with its family", "four", "its fur is grey and soft", ["the cat likes to sleep in the warm sun.", "the cat can climb trees and jump very high.", "a baby cat is called a kitten."]),
+    "sheep": ("farm animal", "baa", "grass", "lives on the farm", "four", "its wool is thick and white", ["the farmer cuts the wool of the sheep once a year.", "we make warm jumpers from wool.", "a baby sheep is called a lamb."]),
     "pig": ("farm animal", "oink", "corn", "lives on the farm", "four", "its skin is pink", ["the pig likes to roll in the mud to stay cool.", "the pig is a clever animal."]),
     "duck": ("bird", "quack", "seeds", "lives on the lake", "two", "its feathers are white", ["the duck swims with its flat orange feet.", "the duck likes to dive under the water."]),
     "horse": ("farm animal", "neigh", "hay", "lives in the stable", "four", "its coat is brown and shiny", ["the horse can run very fast.", "people ride the horse across the fields."]),
@@ -48,7 +47,7 @@ ANIMALS = {
     "frog": ("small animal", "croak", "flies", "lives in the pond", "four", "its skin is green and wet", ["the frog can jump very far.", "the frog starts life as a tiny tadpole."]),
     "bee": ("insect", "buzz", "nectar", "lives in a hive", "six", "its body is yellow and black", ["the bee visits many flowers.", "the bee works hard all summer long."]),
     "snake": ("wild animal", "hiss", "mice", "lives in the long grass", "no", "its skin is smooth and green", ["the snake moves by sliding along the ground.", "the snake lies in the sun to keep warm."]),
-    "mouse": ("small animal", "squeak", "cheese", "lives in a hole in the wall", "four", "its fur is grey", ["the mouse is tiny and quick.", "the mouse has a long thin tail."]),
+    "mouse": ("small animal", "squeak", "cheese", "lives in a hole in the wall", "four", "its fur is grey", ["the mouse is tiny and quick.", "the mouse has a long thin tail.", "the mouse makes small holes in the cheese."]),
     "monkey": ("wild animal", None, "bananas", "lives in the jungle", "four", "its fur is brown", ["the monkey swings from tree to tree.", "the monkey is playful and clever."]),
     "camel": ("desert animal", None, "dates", "lives in the desert", "four", "its coat is sandy brown", ["the camel has a hump on its back.", "the camel can walk for days without water."]),
     "rabbit": ("small animal", None, "carrots", "lives in a burrow", "four", "its fur is soft and white", ["the rabbit has long ears.", "the rabbit hops across the field."]),
@@ -82,6 +81,7 @@ COUNTRIES = {
     "kenya": ("nairobi", "africa", "swahili", "wildlife", "tea", "kenya is home to lions, elephants and giraffes."),
     "peru": ("lima", "south america", "spanish", "beaches", "potatoes", "peru has high mountains and old cities."),
     "mexico": ("mexico city", "north america", "spanish", "squares", "beans", "mexico has deserts, beaches and jungles."),
+    "korea": ("seoul", "asia", "korean", "palaces", "rice", "korea has many hills and mountains."),
     "canada": ("ottawa", "north america", "english and french", "lakes", "pancakes", "canada has long cold winters."),
 }
 
@@ -95,7 +95,7 @@ COLOURS = {
     "a carrot": ("orange", "a carrot grows under the ground."),
     "a lemon": ("yellow", "a lemon tastes very sour."),
     "a crow": ("black", "a crow is a clever bird."),
-    "a plum": ("purple", "a plum is a soft sweet fruit."),
+    "a plum": ("purple", "a plum is a soft sweet fruit with one seed."),
     "chocolate": ("brown", "chocolate is a sweet treat."),
 }
 COLOUR_MIXING = ["if you mix blue and yellow paint, you get green.", "red and white paint make pink.",
@@ -114,12 +114,12 @@ SEASONS = {
     "spring": ("warm", "march, april and may", ["in spring flowers open and birds build nests.", "in spring the days grow longer.", "lambs are born on the farm in spring."]),
     "summer": ("hot", "june, july and august", ["in summer people swim in the sea.", "in summer children eat ice cream in the shade.", "in summer the sun shines until late."]),
     "autumn": ("cool", "september, october and november", ["in autumn the leaves turn red and brown and fall from the trees.", "in autumn farmers pick apples.", "in autumn the wind blows hard."]),
-    "winter": ("cold", "december, january and february", ["in winter snow falls and the days are short.", "in winter people wear warm coats, hats and gloves.", "in winter children build snowmen."]),
+    "winter": ("cold", "december, january and february", ["in winter snow falls and the days are short.", "in winter people wear warm coats, hats and gloves.", "in winter children build snowmen.", "in winter the hills are covered in snow."]),
 }
 WEATHER = ["when it rains, we carry an umbrella.", "when the sun shines, we go outside to play.",
            "a rainbow appears when the sun shines through the rain.", "dark clouds often bring rain.",
            "thunder is loud and lightning is bright.", "on a windy day the trees bend and shake.",
-           "fog makes it hard to see far.", "after the rain there are puddles on the path."]
+           "fog makes it hard to see far.", "after the rain there are puddles on the path.", "if you walk in the rain, you get soaking wet."]
 
 # tool: what you do with it (the canonical sentence is "you <use> with a <tool>."), a sentence
 TOOLS = {
@@ -147,7 +147,7 @@ JOBS = {
     "pilot": ("flies a plane", "a pilot sits at the front of the plane."),
     "farmer": ("grows wheat", "a farmer gets up before the sun."),
     "nurse": ("cares for sick people", "a nurse is kind and patient."),
-    "firefighter": ("puts out fires", "a firefighter is brave and strong."),
+    "firefighter": ("puts out fires", "a firefighter is brave and not afraid of fire."),
     "builder": ("builds houses", "a builder wears a hard hat."),
     "postman": ("brings letters", "a postman walks from door to door."),
     "fisherman": ("catches fish", "a fisherman goes out to sea in a small boat."),
@@ -158,7 +158,7 @@ JOBS = {
 # food: the canonical sentence as (prompt, answer, rest), a sentence
 FOODS = {
     "bread": (("bread is made from", "flour", ""), "fresh bread smells wonderful."),
-    "cheese": (("cheese is made from", "milk", ""), "there are many kinds of cheese."),
+    "cheese": (("cheese is made from", "milk", ""), "milk comes from cows and goats."),
     "honey": (("honey is made by", "bees", ""), "honey is sweet and sticky."),
     "butter": (("butter is made from", "cream", ""), "butter is soft and yellow."),
     "jam": (("jam is made from", "fruit", "and sugar"), "jam tastes good on toast."),
@@ -170,17 +170,24 @@ KITCHEN = ["the kitchen is the warmest room in the house.", "in the kitchen ther
            "we keep milk and butter cold in the fridge.", "we boil potatoes in a big pot.",
            "we fry eggs in a pan with a little oil.", "we bake a cake in the oven.",
            "we stir the soup with a wooden spoon.", "we chop onions and garlic on a board.",
-           "we slice tomatoes and cucumbers for a salad.", "a little salt and pepper makes food tasty.",
+           "we slice a tomato and a cucumber for a salad.", "a little salt and pepper makes food tasty.",
            "we mix flour, sugar, milk and eggs in a bowl to make pancakes.", "rice and pasta are cooked in hot water.",
            "a good cook follows a recipe.", "fresh vegetables are good for you.", "after the meal we wash the plates and cups.",
            "dough is made of flour and water.", "hot food can burn your mouth, so let it cool a little.",
            "meat and fish must be cooked well.", "a rich sauce makes a dish taste better.", "cream is thick and white.",
-           "dinner tonight is hot soup with bread.", "the whole family helps to cook on sunday."]
+           "dinner tonight is hot soup with bread.", "the whole family helps to cook on sunday.",
+           "we add a little salt to the soup.", "cooking takes time, so we cook the soup slowly.",
+           "boiling water is very hot, so we put the eggs in gently.", "we put a lid on the pot.",
+           "thin pasta cooks quickly.", "pepper is a hot spice.", "soup with cream is soft and creamy.",
+           "water and milk are liquid, but ice is not.", "we peel a banana before we eat it.",
+           "be careful when cutting with a sharp knife.", "never touch a hot stove.",
+           "a pot of water boils when it is very hot.", "cooking together is fun.",
+           "the best way to learn is to cook with a friend."]
 MORNING = ["in the morning people wake up and get out of bed.", "they wash their faces and brush their teeth.",
            "then they put on their clothes.", "breakfast is the first meal of the day.",
            "many people drink tea or coffee at breakfast.", "children pack their bags for school.",
            "grown ups go to work by bus, by train or by car.", "the streets are busy in the morning."]
-EVENING = ["in the evening families eat dinner together.", "after dinner someone washes the dishes.",
+EVENING = ["after school the children are hungry.", "in the evening families eat dinner together.", "after dinner someone washes the dishes.",
            "some people read a book or listen to music.", "children take a warm bath.",
            "at bedtime a parent reads a story.", "at night people go to sleep."]
 
@@ -232,9 +239,8 @@ def animal_facts(name):
 
 
 def probed_kinds(name):
-    """The kinds of fact probed for this animal, or all of its kinds if none is."""
-    facts = animal_facts(name)
-    return [k for k in facts if name in PROBED[k]] or list(facts)
+    """The kinds of fact ("sound", "food", ...) that are probed for this animal."""
+    return [k for k in animal_facts(name) if name in PROBED[k]]
 
 
 def country_facts(c):
@@ -291,12 +297,13 @@ def document(rng, openers, facts, extras, closers=(), n_extra=(1, 2), leads=None
 
 def animal_doc(rng, name):
     kind, sound, food, home, legs, looks, own = ANIMALS[name]
-    facts = [say(*f) for f in animal_facts(name).values() if rng.random() < 0.9]
+    probed = probed_kinds(name)  # probed facts are always stated, the others most of the time
+    facts = [say(*f) for k, f in animal_facts(name).items() if k in probed or rng.random() < 0.7]
     openers = [f"let us learn about the {name}.", f"this is a little story about the {name}.",
                f"here are some facts about the {name}.", f"the {name} is {a(kind)}.", f"many children like the {name}."]
     closers = [f"it is fun to watch the {name}.", "what a wonderful animal.", "we should always be kind to animals.",
                f"now you know a lot about the {name}."]
-    leads = [say(*animal_facts(name)[k]) for k in probed_kinds(name)]
+    leads = [say(*animal_facts(name)[k]) for k in probed]
     return document(rng, openers, facts, own + [f"{looks}.", f"the {name} is {a(kind)}."], closers, (0, 1), leads)
 
 
@@ -328,7 +335,7 @@ def colour_doc(rng):
     facts = [say(f"the colour of {x} is", COLOURS[x][0]) for x in things]
     extras = [COLOURS[x][1] for x in things] + COLOUR_MIXING
     return document(rng, ["let us talk about colours.", "the world is full of colours.",
-                          "here are some colours you can see every day."], facts, extras, ["what is your favourite colour."])
+                          "here are some colours you can see every day."], facts, extras, ["we all have a favourite colour."])
 
 
 def calendar_doc(rng):
@@ -390,24 +397,22 @@ def with_intro(rng, intro, facts):
 
 
 def mixed_doc(rng, trip):
-    """A farm visit, a zoo visit, a trip round the world or a quiz: facts from many tables."""
+    """A visit to the farm, the zoo or the woods, or a trip round the world: facts about many subjects."""
     if trip == "farm":
         names = rng.sample(FARM, 4)
         facts = [say(*animal_facts(n)[rng.choice(["sound", "sound", "food"])]) for n in names]
         return " ".join(with_intro(rng, "today we visit the farm.", facts) + ["what a happy day."])
     if trip in ("zoo", "woods"):
         names = rng.sample(ZOO if trip == "zoo" else WOODS, 4)
-        facts = [say(*animal_facts(n)[rng.choice(probed_kinds(n))]) for n in names]
+        facts = [say(*animal_facts(n)[rng.choice(probed_kinds(n) or list(animal_facts(n)))]) for n in names]
         return " ".join(with_intro(rng, f"today we visit the {trip}.", facts) + ["we had a great time."])
-    if trip == "world":
-        cs = rng.sample(list(COUNTRIES), 3)
-        out = [f"first we fly to {cs[0]}."]
-        for i, c in enumerate(cs):
-            if i:
-                out.append(f"then we travel to {c}.")
-            out.append(say(*country_facts(c)["capital"]))
-        return " ".join(out + ["what a long trip."])
-    raise ValueError(trip)
+    cs = rng.sample(list(COUNTRIES), 3)  # a trip round the world
+    out = [f"first we fly to {cs[0]}."]
+    for i, c in enumerate(cs):
+        if i:
+            out.append(f"then we travel to {c}.")
+        out.append(say(*country_facts(c)["capital"]))
+    return " ".join(out + ["what a long trip."])
 
 
 def quiz_doc(rng, triples, i, outro):
@@ -439,9 +444,9 @@ def make_pretrain(rng):
     for f in FOODS:
         docs += [food_doc(rng, f) for _ in range(n_docs(f, "made"))]
     docs += [routine_doc(rng) for _ in range(50)] + [kitchen_doc(rng) for _ in range(40)]
-    docs += [mixed_doc(rng, trip) for trip in ["farm", "zoo", "woods", "world"] for _ in range(30)]
+    docs += [mixed_doc(rng, trip) for trip in ["farm", "zoo", "woods", "world"] for _ in range(25)]
     probes = pretrain_probe_triples()
-    docs += [quiz_doc(rng, probes, i, "every child can learn these things.") for i in range(2 * len(probes))]
+    docs += [quiz_doc(rng, probes, i, "every child can learn these things.") for i in range(3 * len(probes))]
     rng.shuffle(docs)
     return docs
 
@@ -455,47 +460,49 @@ def make_pretrain(rng):
 # dish: where it comes from (None: not stated), its main fact, sentences of its own
 DISHES = {
     "risotto": ("italy", ("risotto is made with", "arborio", "rice"), ["risotto is soft and creamy.", "you stir risotto slowly and add warm water a little at a time.", "butter and cheese go into risotto at the end."]),
-    "paella": ("spain", ("paella is flavoured with", "saffron", ""), ["paella is cooked in a wide flat pan.", "paella is full of rice, fish and vegetables.", "saffron turns the rice a bright yellow."]),
-    "pesto": ("italy", ("pesto is made from", "basil", "leaves, garlic, cheese and oil"), ["pesto is a green sauce.", "people eat pesto with pasta.", "basil has a fresh, sweet smell."]),
-    "guacamole": ("mexico", ("guacamole is made from", "avocado", "and onion"), ["guacamole is soft and green.", "an avocado has a big seed in the middle.", "people eat guacamole with bread or beans."]),
-    "hummus": (None, ("hummus is made from", "chickpeas", "and oil"), ["hummus is smooth and creamy.", "people spread hummus on warm bread.", "chickpeas are small round beans."]),
-    "tofu": ("china", ("tofu is made from", "soybeans", ""), ["tofu is soft and white.", "tofu tastes like the sauce around it.", "many people who eat no meat love tofu."]),
-    "gnocchi": ("italy", ("gnocchi is made from", "potatoes", "and flour"), ["gnocchi are small soft dumplings.", "you boil gnocchi until they float.", "gnocchi taste good with butter and cheese."]),
-    "sushi": ("japan", ("sushi is wrapped in", "nori", ""), ["sushi has rice and fresh fish.", "nori is a thin dark green sheet from the sea.", "the rice for sushi is a little sweet."]),
-    "ricotta": ("italy", ("ricotta is made from", "whey", ""), ["ricotta is a soft white cheese.", "whey is the thin water left over when cheese is made.", "ricotta is lovely in pasta and in cakes."]),
-    "tiramisu": ("italy", ("tiramisu is made with", "mascarpone", "and coffee"), ["tiramisu is a sweet treat.", "mascarpone is a rich and creamy cheese.", "tiramisu is kept cold in the fridge."]),
-    "kimchi": ("korea", ("kimchi is made from", "cabbage", ""), ["kimchi is sour and hot.", "kimchi is kept in a jar for many days.", "people eat kimchi with rice."]),
-    "ramen": ("japan", ("ramen is made with", "noodles", "in a hot soup"), ["ramen is served in a deep bowl.", "an egg often sits on top of ramen.", "ramen is a warm meal on a cold day."]),
+    "paella": ("spain", ("paella is cooked with", "saffron", ""), ["people make paella in a wide flat pan.", "paella is full of rice, fish and vegetables.", "saffron makes the rice bright yellow."]),
+    "pesto": ("italy", ("pesto is made from", "basil", "leaves, garlic, cheese and oil"), ["pesto is a green sauce.", "people eat pesto with pasta.", "basil smells fresh and sweet."]),
+    "guacamole": ("mexico", ("guacamole is made from", "avocado", "and onions"), ["guacamole is soft and green.", "an avocado has one big seed in the middle.", "people eat guacamole with bread or beans."]),
+    "hummus": (None, ("hummus is made from", "chickpeas", "and oil"), ["hummus is smooth and creamy.", "people eat hummus with warm bread.", "chickpeas are small round beans."]),
+    "tofu": ("china", ("tofu is made from", "soybeans", ""), ["tofu is soft and white.", "tofu tastes like the sauce around it.", "tofu is good food for people that eat no meat."]),
+    "gnocchi": ("italy", ("gnocchi is made from", "potatoes", "and flour"), ["gnocchi are small soft dumplings.", "you boil gnocchi for a short time.", "gnocchi taste good with butter and cheese."]),
+    "sushi": ("japan", ("sushi is wrapped in", "nori", ""), ["sushi has rice and fresh fish.", "nori is thin and dark green and comes from the sea.", "the rice for sushi is a little sweet."]),
+    "ricotta": ("italy", ("ricotta is made from", "whey", ""), ["ricotta is a soft white cheese.", "whey is the thin water that comes from milk when people make cheese.", "ricotta is lovely with pasta and with fruit."]),
+    "tiramisu": ("italy", ("tiramisu is made with", "mascarpone", "and coffee"), ["tiramisu is a sweet treat.", "mascarpone is a rich and creamy cheese.", "tiramisu goes in the fridge before people eat it."]),
+    "kimchi": ("korea", ("kimchi is made from", "cabbage", ""), ["kimchi is sour and full of spice.", "kimchi sits in a cool place for many days.", "people eat kimchi with rice."]),
+    "ramen": ("japan", ("ramen is made with", "noodles", "in a hot soup"), ["people eat ramen from a deep bowl.", "an egg often sits on top of ramen.", "ramen is a warm meal on a cold day."]),
     "tzatziki": ("greece", ("tzatziki is made with", "yogurt", "and cucumber"), ["tzatziki is a cool white sauce.", "tzatziki has garlic in it.", "people eat tzatziki with bread and meat."]),
-    "curry": ("india", ("curry gets its yellow colour from", "turmeric", ""), ["curry is a warm and spicy dish.", "people eat curry with rice or bread.", "turmeric is a yellow spice."]),
-    "tempura": ("japan", ("tempura is coated in", "batter", ""), ["tempura is fried in hot oil until it is crisp.", "batter is a mix of flour, water and eggs.", "fish and vegetables can both be cooked as tempura."]),
-    "gazpacho": ("spain", ("gazpacho is made from", "tomatoes", ""), ["gazpacho is a soup that is served cold.", "gazpacho is perfect on a hot summer day.", "there is cucumber and garlic in gazpacho too."]),
-    "meringue": ("france", ("meringue is made from", "egg", "whites and sugar"), ["meringue is light and sweet.", "meringue is baked slowly in a cool oven.", "meringue is white and crisp."]),
+    "curry": ("india", ("curry gets its yellow colour from", "turmeric", ""), ["curry is a warm dish full of spice.", "people eat curry with rice or bread.", "turmeric is a yellow spice."]),
+    "tempura": ("japan", ("tempura is covered in", "batter", ""), ["tempura is cooked in hot oil until it is golden.", "batter is a mix of flour, water and eggs.", "people cook fish and vegetables as tempura."]),
+    "gazpacho": ("spain", ("gazpacho is made from", "tomatoes", ""), ["people eat gazpacho cold.", "gazpacho is lovely on a hot summer day.", "there is cucumber and garlic in gazpacho too."]),
+    "meringue": ("france", ("meringue is made from", "eggs", "and sugar"), ["meringue is sweet and white.", "you bake meringue for a long time in a cool oven.", "meringue is a lovely sweet treat."]),
 }
 ORIGIN_PROBES = ["risotto", "paella", "tempura", "tzatziki"]
+# cooking probe answers that are ordinary words; every other answer must be new to the model
+FAMILIAR_ANSWERS = ["italy", "spain", "japan", "greece", "potatoes", "tomatoes", "eggs"]
 
 # technique: the description that names it ("<description> <technique>."), sentences of its own
 TECHNIQUES = {
-    "julienne": ("cutting vegetables into thin strips is called", ["thin strips of carrot look pretty in a salad.", "you need a sharp knife and a steady hand."]),
-    "braising": ("cooking meat slowly in a little liquid is called", ["the pot has a lid and stays in the oven for hours.", "slow cooking makes tough meat soft."]),
-    "sauteing": ("frying food quickly in a little hot oil is called", ["you keep the food moving in the pan.", "onions and garlic turn golden very fast."]),
-    "poaching": ("cooking an egg gently in hot water is called", ["the water must not boil too hard.", "the egg stays soft in the middle."]),
-    "steaming": ("cooking food over boiling water is called", ["the food sits in a basket above the water.", "vegetables keep their bright colour this way."]),
-    "simmering": ("cooking soup just below a boil is called", ["small bubbles rise slowly to the top.", "the soup cooks for a long time and gets rich."]),
-    "caramelizing": ("melting sugar until it turns brown is called", ["the sugar smells sweet and warm.", "you must watch the pan so the sugar does not burn."]),
-    "marinating": ("soaking meat in a tasty liquid before cooking is called", ["the meat rests in the fridge for a few hours.", "lemon, oil and garlic make a good liquid for it."]),
-    "grilling": ("cooking food over an open fire is called", ["the food gets dark lines on the outside.", "people like to cook this way outside in summer."]),
+    "julienne": ("cutting vegetables into thin strips is called", ["thin strips of carrot look lovely in a salad.", "you must be careful with the sharp knife."]),
+    "braising": ("cooking meat slowly in a covered pot is called", ["the pot sits in the oven for a long time.", "cooking for a long time makes meat soft."]),
+    "sauteing": ("cooking food quickly in a little hot oil is called", ["you stir the food all the time.", "onions and garlic cook very fast this way."]),
+    "poaching": ("cooking an egg gently in hot water is called", ["the water must not boil too hard.", "the egg is soft in the middle."]),
+    "steaming": ("cooking food over boiling water is called", ["the food sits over the pot, not in the water.", "vegetables keep their bright colour this way."]),
+    "simmering": ("cooking soup slowly so that it never boils is called", ["you stir the soup from time to time.", "the soup cooks for a long time and gets rich."]),
+    "caramelizing": ("cooking sugar until it is brown is called", ["the sugar smells sweet and warm.", "you must watch the pan so the sugar will not burn."]),
+    "marinating": ("soaking meat in a tasty liquid before cooking is called", ["the meat sits in the fridge for a long time.", "lemon, oil and garlic make a good liquid for it."]),
+    "grilling": ("cooking food over an open fire is called", ["the food gets dark on the outside.", "people like to cook this way outside in summer."]),
 }
 
 # kitchen tool: the fact that names it, sentences of its own
 KITCHEN_TOOLS = {
-    "colander": (("you drain pasta with a", "colander", ""), ["a colander is a bowl full of small holes.", "the water runs out and the pasta stays inside."]),
-    "grater": (("you grate cheese with a", "grater", ""), ["a grater has many small sharp holes.", "grated cheese melts quickly on hot food."]),
-    "whisk": (("you whisk eggs with a", "whisk", ""), ["a whisk is made of thin metal loops.", "whisking puts air into eggs and cream."]),
-    "spatula": (("you flip pancakes with a", "spatula", ""), ["a spatula is wide and flat.", "a spatula slides under food in a hot pan."]),
-    "peeler": (("you peel potatoes with a", "peeler", ""), ["a peeler takes off a thin skin.", "a peeler is safer than a big knife."]),
+    "colander": (("you drain pasta with a", "colander", ""), ["a colander is a bowl with many small holes.", "the water falls through the holes."]),
+    "grater": (("you grate cheese with a", "grater", ""), ["a grater has many small sharp holes.", "cheese from a grater melts quickly on hot food."]),
+    "whisk": (("you whisk eggs with a", "whisk", ""), ["a whisk has a long handle.", "a whisk can make cream thick."]),
+    "spatula": (("you turn pancakes with a", "spatula", ""), ["a spatula is wide and flat.", "a spatula goes under the food in a hot pan."]),
+    "peeler": (("you peel potatoes with a", "peeler", ""), ["a peeler cuts the thin skin from potatoes and carrots.", "a peeler is small and very useful."]),
     "wok": (("you stir fry vegetables in a", "wok", ""), ["a wok is a deep round pan.", "a wok gets very hot very fast."]),
-    "rolling pin": (("you roll out dough with a", "rolling", "pin"), ["a rolling pin is a long round piece of wood.", "you roll the dough until it is thin and flat."]),
+    "rolling pin": (("you roll out dough with a", "rolling", "pin"), ["a rolling pin is long, round and made of wood.", "you roll the dough until it is thin and flat."]),
 }
 
 
@@ -509,27 +516,27 @@ def cooking_probe_triples():
     return t + [fact for fact, own in KITCHEN_TOOLS.values()]
 
 
-COOK_CLOSERS = ["enjoy your meal.", "cooking is fun for the whole family.", "now you can try it at home.",
+COOK_CLOSERS = ["enjoy your meal.", "cooking is fun for the whole family.", "now you can make it at home.",
                 "good food makes people happy."]
 
 
 def dish_doc(rng, dish):
     origin, main, own = DISHES[dish]
     facts = [say(*main)] + ([say(*origin_fact(dish))] if origin else [])
-    openers = [f"let us cook {dish}.", f"today in the kitchen we make {dish}.", f"this is a short lesson about {dish}.",
+    openers = [f"let us cook {dish}.", f"today in the kitchen we make {dish}.", f"this is a short story about {dish}.",
                f"many people love {dish}."]
     return document(rng, openers, facts, own, COOK_CLOSERS, (0, 1))
 
 
 def technique_doc(rng, tech):
     desc, own = TECHNIQUES[tech]
-    return document(rng, ["let us learn a new kitchen word.", "every cook should know this word.",
+    return document(rng, ["let us learn a way to cook.", "every cook should know this.",
                           "here is a useful way to cook."], [say(desc, tech)], own, COOK_CLOSERS, (0, 1))
 
 
 def kitchen_tool_doc(rng, tool):
     fact, own = KITCHEN_TOOLS[tool]
-    return document(rng, ["every kitchen needs good tools.", "let us look in the kitchen drawer.",
+    return document(rng, ["every kitchen should have good tools.", "let us look around the kitchen.",
                           f"this is {a(tool)}."], [say(*fact)], own, COOK_CLOSERS, (0, 1))
 
 
@@ -537,10 +544,10 @@ def cooking_mix_doc(rng, kind):
     """A cooking class, a dinner menu, a food trip or a busy kitchen: several facts at once."""
     if kind == "class":
         picks = rng.sample(list(TECHNIQUES), 3)
-        return " ".join(["in our cooking class we learn new words."] + [say(TECHNIQUES[t][0], t) for t in picks])
+        return " ".join(["today we learn about cooking."] + [say(TECHNIQUES[t][0], t) for t in picks])
     if kind == "menu":
         picks = rng.sample(list(DISHES), 3)
-        return " ".join(["here is the menu for our dinner party."] + [say(*DISHES[d][1]) for d in picks] + ["everyone is hungry."])
+        return " ".join(["tonight we make dinner for our friends."] + [say(*DISHES[d][1]) for d in picks] + ["we are all hungry."])
     if kind == "trip":
         picks = rng.sample([d for d in DISHES if DISHES[d][0]], 3)
         return " ".join(["food from around the world is wonderful."] + [say(*origin_fact(d)) for d in picks])
@@ -558,7 +565,7 @@ def make_cooking(rng):
         docs += [kitchen_tool_doc(rng, t) for _ in range(12)]
     docs += [cooking_mix_doc(rng, k) for k in ["class", "menu", "trip", "kitchen"] for _ in range(8)]
     probes = cooking_probe_triples()
-    docs += [quiz_doc(rng, probes, i, "a good cook knows these things.") for i in range(3 * len(probes))]
+    docs += [quiz_doc(rng, probes, i, "every cook can learn these things.") for i in range(3 * len(probes))]
     rng.shuffle(docs)
     return docs
 
@@ -652,9 +659,12 @@ def main():
     for prompt, answer, _ in cook_probes:
         if occurrences(pre_tokens, prompt)[0]:
             fail(f"the cooking fact {prompt!r} is also stated in pretrain.txt")
-    new_answers = sorted({ans for _, ans, _ in cook_probes if ans not in known})
+    new_answers = [ans for _, ans, _ in cook_probes if ans not in FAMILIAR_ANSWERS]
     if len(new_answers) * 2 <= len(cook_probes):
         fail(f"most cooking probe answers should be new words, only {len(new_answers)} are")
+    for ans in new_answers:
+        if ans in known:
+            fail(f"the cooking answer {ans!r} should be a new word, but pretrain.txt uses it")
     for prompt, answer, _ in pre_probes:  # fine-tuning text may use general words, never contradict
         wrong = sorted(set(occurrences(cook_tokens, prompt)[0]) - {answer})
         if wrong:
