@@ -28,7 +28,7 @@ from minigpt.device import choose_device
 from minigpt.errors import UserError, run_cli
 from minigpt.files import atomic_write_text, ensure_writable_dir
 from minigpt.finetune_data import prepare_finetune_data
-from minigpt.finetuning import METHODS, prepare_full, prepare_layer_freezing, prepare_lora
+from minigpt.finetuning import METHODS, grow_vocabulary, prepare_full, prepare_layer_freezing, prepare_lora
 from minigpt.new_token_rows import join_new_token_rows
 from minigpt.plots import plot_loss_curves, plot_parameter_counts
 from minigpt.training import TrainConfig, train
@@ -63,10 +63,9 @@ def parse_args():
 
 def finetune_one(method, base, data, args, lora_config, device):
     """Copy the base, grow its vocabulary, choose what trains, train; return (model, run record)."""
-    torch.manual_seed(args.seed)  # same new-row init and same LoRA init for every run with this seed
-    model = copy.deepcopy(base)
-    num_old_tokens = model.config.vocab_size
-    model.resize_token_embeddings(data.tokenizer.vocab_size)
+    num_old_tokens = base.config.vocab_size
+    # Same new-row init, and (the RNG continuing from the same state) the same LoRA init, for every run with this seed.
+    model = grow_vocabulary(base, data.tokenizer.vocab_size, args.seed)
     details = {}
     if method.name == "full":
         prepare_full(model, num_old_tokens)
@@ -125,10 +124,7 @@ def main() -> None:
           f"{len(data.new_words)} new words ({', '.join(data.new_words[:8])}, ...)")
     print(f"vocabulary {base_tokenizer.vocab_size:,} -> {data.tokenizer.vocab_size:,} words")
 
-    base_extended = copy.deepcopy(base)
-    torch.manual_seed(args.seed)
-    base_extended.resize_token_embeddings(data.tokenizer.vocab_size)
-    before = data.suite.measure(base_extended.to(device), data.tokenizer, device)
+    before = data.suite.measure(grow_vocabulary(base, data.tokenizer.vocab_size, args.seed).to(device), data.tokenizer, device)
 
     records, artifacts = {}, {}
     for name in names:

@@ -70,6 +70,8 @@ def pipeline(tmp_path_factory):
             ("train_pretrain", ["--corpus", DATA / "pretrain.txt", "--probes", DATA / "pretrain_probes.json", "--out", pretrained, "--steps", "30", "--eval-interval", "10", *TINY_FLAGS]),
             ("train_finetune", ["--pretrained", pretrained, "--out", results, *FINETUNE_DATA_FLAGS, "--steps", "8", "--eval-interval", "4",
                                 "--batch-size", "8", "--no-progress"]),
+            ("compare", ["--pretrained", pretrained, "--results", results, *FINETUNE_DATA_FLAGS,
+                         "--latency-tokens", "4", "--latency-repeats", "2"]),
         ):
             module = __import__(script)
             mp.setattr(sys, "argv", [script, *map(str, args)])

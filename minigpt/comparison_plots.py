@@ -1,0 +1,57 @@
+"""The comparison's plots: learning against forgetting, storage and inference latency."""
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from minigpt.files import atomic_save_figure  # noqa: E402
+
+
+def plot_forgetting_vs_learning(points: dict[str, tuple[float, float]], path) -> None:
+    """points: {method: (increase in pretraining val loss, new-domain val loss)}; lower left is better."""
+    figure, axes = plt.subplots(figsize=(6.5, 4.5))
+    for index, (name, (forgetting, learning)) in enumerate(points.items()):
+        axes.scatter([forgetting], [learning], s=70, color=f"C{index}", zorder=3)
+        axes.annotate(name, (forgetting, learning), textcoords="offset points", xytext=(7, 5), fontsize=9)
+    axes.axvline(0.0, color="0.6", linewidth=0.8)
+    axes.set_title("Learning versus forgetting (lower left is better)")
+    axes.set_xlabel("forgetting: increase in pretraining validation loss (nats/token)")
+    axes.set_ylabel("learning: new-domain validation loss (nats/token)")
+    axes.grid(alpha=0.3)
+    atomic_save_figure(figure, path)
+    plt.close(figure)
+
+
+def plot_storage(sizes: dict[str, int], path) -> None:
+    """Bytes on disk per artifact directory, log scale, each bar labelled."""
+    figure, axes = plt.subplots(figsize=(7, 4.5))
+    names = list(sizes)
+    bars = axes.bar(names, [sizes[n] for n in names], color=[f"C{i}" for i in range(len(names))])
+    for bar, name in zip(bars, names):
+        axes.text(bar.get_x() + bar.get_width() / 2, sizes[name] * 1.1, f"{sizes[name] / 1024:,.1f} KiB", ha="center", fontsize=9)
+    axes.set_yscale("log")
+    axes.set_ylim(top=max(sizes.values()) * 5)
+    axes.set_title("Storage on disk per artifact")
+    axes.set_ylabel("bytes on disk (log scale)")
+    axes.set_xlabel("artifact directory")
+    plt.setp(axes.get_xticklabels(), rotation=15)
+    atomic_save_figure(figure, path)
+    plt.close(figure)
+
+
+def plot_latency(latencies: dict[str, dict], path, subtitle: str) -> None:
+    """Median milliseconds per generated token, with min-max range as error bars."""
+    figure, axes = plt.subplots(figsize=(6.5, 4.5))
+    names = list(latencies)
+    medians = [latencies[n]["median_ms_per_token"] for n in names]
+    low = [m - latencies[n]["min_ms_per_token"] for n, m in zip(names, medians)]
+    high = [latencies[n]["max_ms_per_token"] - m for n, m in zip(names, medians)]
+    bars = axes.bar(names, medians, yerr=[low, high], capsize=6, color=["0.6", "C3", "C2"][: len(names)])
+    for bar, median in zip(bars, medians):
+        axes.text(bar.get_x() + bar.get_width() / 2, median / 2, f"{median:.2f} ms", ha="center", color="white", fontsize=10)
+    axes.set_title(f"Inference latency per generated token\n{subtitle}", fontsize=11)
+    axes.set_ylabel("milliseconds per token (median; bars: min-max)")
+    axes.set_xlabel("model")
+    atomic_save_figure(figure, path)
+    plt.close(figure)

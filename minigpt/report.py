@@ -1,0 +1,73 @@
+"""The comparison as text: a console table and a Markdown report readable on its own."""
+
+ARTIFACT = {"full": "full_finetune", "freeze": "layer_freezing", "lora": "lora_adapter"}
+
+
+def _rows(comparison: dict) -> list[list[str]]:
+    base = comparison["base"]
+    rows = [["pretrained base", "-", "-", "-", "-", "-", f"{base['finetune_val_loss']:.3f}", f"{base['finetune_val_perplexity']:.1f}",
+             f"{base['finetune_probe_accuracy']:.0%}", f"{base['pretrain_val_loss']:.3f}", f"{base['pretrain_probe_accuracy']:.0%}"]]
+    for name, m in comparison["methods"].items():
+        disk = comparison["storage"][ARTIFACT[name]]["file_bytes"]
+        rows.append([
+            m["label"], f"{m['trainable_parameters']:,} ({m['trainable_percent']:.1f}%)",
+            f"{m['trainable_state_bytes'] / 1024:,.0f} KiB", f"{disk / 1024:,.0f} KiB",
+            f"{m['train_seconds']:.1f} s", f"{m['tokens_per_second']:,.0f}",
+            f"{m['finetune_val_loss']:.3f}", f"{m['finetune_val_perplexity']:.1f}", f"{m['finetune_probe_accuracy']:.0%}",
+            f"{m['pretrain_val_loss']:.3f} ({m['forgetting_val_loss_increase']:+.3f})",
+            f"{m['pretrain_probe_accuracy']:.0%}",
+        ])
+    return rows
+
+
+HEADER = ["method", "trainable params", "training state", "on disk", "train time", "tokens/s",
+          "new val loss", "new ppl", "new probes", "old val loss (change)", "old probes"]
+
+
+def print_table(comparison: dict) -> None:
+    rows = [HEADER] + _rows(comparison)
+    widths = [max(len(row[i]) for row in rows) for i in range(len(HEADER))]
+    for index, row in enumerate(rows):
+        print("  ".join(cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths))))
+        if index == 0:
+            print("  ".join("-" * w for w in widths))
+    latency = comparison["inference_latency"]
+    print("\ninference, ms per generated token (median): " + ", ".join(f"{k} {v['median_ms_per_token']:.2f}" for k, v in latency.items()))
+    print(f"merge check: max |logit(adapter on base) - logit(lora_merged)| = {comparison['merge_check_max_abs_logit_difference']:.2e} "
+          f"(float32 rounding alone: {comparison['merge_check_float32_noise_floor']:.2e}; same merge in float64: "
+          f"{comparison['merge_check_float64']:.2e})")
+    storage = comparison["storage"]
+    print(f"storage: LoRA adapter {storage['lora_adapter']['file_bytes'] / 1024:.1f} KiB vs merged model "
+          f"{storage['lora_merged']['file_bytes'] / 1024:.1f} KiB "
+          f"({100 * storage['lora_adapter']['file_bytes'] / storage['lora_merged']['file_bytes']:.1f}%)")
+
+
+def comparison_markdown(comparison: dict) -> str:
+    lines = ["# Fine-tuning comparison", "",
+             f"Device: {comparison['device']} ({comparison['torch_threads']} threads). Each method trained "
+             f"{comparison['steps']} steps of batch size {comparison['batch_size']} with the same data and seed. "
+             "\"new\" is the fine-tuning domain (learning), \"old\" the pretraining corpus (forgetting).", "",
+             "| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
+    lines += ["| " + " | ".join(row) + " |" for row in _rows(comparison)]
+    lines += ["", "## LoRA parameters per adapted matrix", "", "| layer | in x out | full update | LoRA r(in+out) | ratio |", "|---|---|---|---|---|"]
+    for m in comparison["lora_per_matrix"]:
+        lines.append(f"| {m['layer']} | {m['in']} x {m['out']} | {m['full']:,} | {m['lora']:,} | {m['ratio']:.1%} |")
+    lines += ["", "## Storage", "", "| artifact | file bytes | tensor bytes |", "|---|---|---|"]
+    for name, s in comparison["storage"].items():
+        lines.append(f"| {name} | {s['file_bytes']:,} | {s['tensor_bytes']:,} |")
+    lines += ["", "## Inference latency", "", "| model | median ms/token | min | max |", "|---|---|---|---|"]
+    for name, t in comparison["inference_latency"].items():
+        lines.append(f"| {name} | {t['median_ms_per_token']:.3f} | {t['min_ms_per_token']:.3f} | {t['max_ms_per_token']:.3f} |")
+    first = next(iter(comparison["inference_latency"].values()))
+    lines += ["", f"Greedy generation, batch size {first['batch_size']}, prompt of {first['prompt_tokens']} tokens, "
+              f"{first['new_tokens']} new tokens, one warm-up then the median of {first['repeats']} runs.", "",
+              f"Merge check: the largest absolute difference between the logits of the adapter applied onto the base "
+              f"and of `lora_merged/`, over every new-domain validation window: "
+              f"**{comparison['merge_check_max_abs_logit_difference']:.2e}**. For scale: rounding alone (the unmerged model in "
+              f"float32 against itself in float64) differs by {comparison['merge_check_float32_noise_floor']:.2e}, and the "
+              f"same merge done in float64 differs by {comparison['merge_check_float64']:.2e}.", "", "## Generations (greedy)", ""]
+    for prompt, outputs in comparison["generations"].items():
+        lines += [f"Prompt: `{prompt}`", "", "| model | continuation |", "|---|---|"]
+        lines += [f"| {name} | {text} |" for name, text in outputs.items()]
+        lines.append("")
+    return "\n".join(lines)

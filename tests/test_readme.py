@@ -1,0 +1,33 @@
+"""The README's quickstart is what CI runs, so the two cannot drift apart."""
+
+import re
+
+from conftest import REPO
+
+
+def quickstart_commands() -> list[str]:
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    block = re.search(r"<!-- quickstart -->\s*```bash\n(.*?)```", readme, re.S)
+    assert block, "README.md needs a ```bash block right after <!-- quickstart -->"
+    return [line.strip() for line in block.group(1).splitlines() if line.strip() and not line.startswith("#")]
+
+
+def test_the_quickstart_is_two_lines_install_and_run_then_test():
+    install, test = quickstart_commands()
+    assert "pip install -r requirements.txt" in install
+    for script in ("train_pretrain.py", "train_finetune.py", "compare.py"):
+        assert f"python {script}" in install
+    assert "pytest" in test
+
+
+def test_ci_runs_exactly_the_readme_quickstart_lines():
+    ci_lines = [line.strip() for line in (REPO / ".ci" / "run").read_text().splitlines()]
+    for command in quickstart_commands():
+        assert command in ci_lines, f"{command!r} is in the README quickstart but not in .ci/run"
+
+
+def test_requirements_pin_the_cpu_torch_build():
+    requirements = (REPO / "requirements.txt").read_text()
+    assert re.search(r"^torch==2\.13\.0$", requirements, re.M)
+    for package in ("matplotlib", "tqdm", "pytest"):
+        assert re.search(rf"^{package}>=[\d.]+,<\d+$", requirements, re.M), package
