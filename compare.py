@@ -45,7 +45,7 @@ def parse_args():
     parser.add_argument("--probes", default="data/cooking_probes.json", help="new-domain knowledge probes")
     parser.add_argument("--pretrain-corpus", default="data/pretrain.txt", help="pretraining corpus (forgetting)")
     parser.add_argument("--pretrain-probes", default="data/pretrain_probes.json", help="pretraining probes (forgetting)")
-    parser.add_argument("--prompt", action="append", help=f"prompt for side-by-side generations (repeatable; default: {PROMPTS})")
+    parser.add_argument("--prompt", nargs="+", default=PROMPTS, help="prompt for side-by-side generations (one or more, each in quotes)")
     parser.add_argument("--latency-tokens", type=positive_int, default=32, help="tokens generated per timed run")
     parser.add_argument("--latency-repeats", type=positive_int, default=15, help="timed runs per model (the median is reported)")
     add_common_flags(parser, seed=1337)
@@ -131,7 +131,7 @@ def main() -> None:
     timed = {"base": models["pretrained base"], "LoRA unmerged": models["LoRA adapter (unmerged)"], "LoRA merged": models["LoRA merged"]}
     latency = milliseconds_per_token(timed, prompt_ids, args.latency_tokens, args.latency_repeats, device)
 
-    prompts = args.prompt or PROMPTS
+    prompts = args.prompt
     generations = {prompt: {name: complete(model, tokenizer, prompt, 16, device) for name, model in models.items()} for prompt in prompts}
     storage = {
         "full_finetune": results / "full_finetune", "layer_freezing": results / "layer_freezing",

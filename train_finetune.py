@@ -15,7 +15,6 @@ import json
 import time
 from pathlib import Path
 
-import torch
 
 from lora.adapter import save_adapter
 from lora.apply import apply_lora

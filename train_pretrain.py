@@ -19,7 +19,7 @@ from minigpt.cli import ArgumentParser, add_common_flags, positive_float, positi
 from minigpt.config import GPTConfig
 from minigpt.data import make_splits, read_corpus
 from minigpt.device import choose_device
-from minigpt.errors import UserError, run_cli
+from minigpt.errors import run_cli
 from minigpt.evaluation import complete, load_probes, probe_accuracy, stream_loss, unigram_perplexity
 from minigpt.files import ensure_writable_dir
 from minigpt.model import MiniGPT
@@ -45,7 +45,7 @@ def parse_args():
     parser.add_argument("--n-head", type=positive_int, default=model_defaults.n_head, help="attention heads")
     parser.add_argument("--n-embd", type=positive_int, default=model_defaults.n_embd, help="model width")
     parser.add_argument("--dropout", type=probability, default=model_defaults.dropout, help="dropout probability")
-    parser.add_argument("--prompt", action="append", help=f"prompt to sample from (repeatable; default: {SAMPLE_PROMPTS})")
+    parser.add_argument("--prompt", nargs="+", default=SAMPLE_PROMPTS, help="prompt to sample from (one or more, each in quotes)")
     add_common_flags(parser, seed=defaults.seed)
     return parser.parse_args()
 
@@ -81,7 +81,7 @@ def main() -> None:
     val_loss = stream_loss(model, splits.val, device)
     baseline = unigram_perplexity(splits.train, splits.val, tokenizer.vocab_size)
     accuracy, probe_results = probe_accuracy(model, tokenizer, probes, device)
-    prompts = args.prompt or SAMPLE_PROMPTS
+    prompts = args.prompt
     unknown = [word for prompt in prompts for word in tokenizer.unknown_words(prompt)]
     samples = [complete(model, tokenizer, prompt, 20, device) for prompt in prompts]
     summary = {
