@@ -61,21 +61,21 @@ def assert_one_line_error(status: int, err: str, *fragments: str) -> None:
 
 @pytest.fixture(scope="session")
 def pipeline(tmp_path_factory):
-    """A tiny pretrain -> fine-tune run on the shipped data, shared by the end-to-end tests."""
+    """The three scripts end to end, as real subprocesses, on the shipped data with a tiny model.
+
+    Shared by the end-to-end tests; a failing step fails with the script's own output.
+    """
     root = tmp_path_factory.mktemp("pipeline")
     pretrained, results = root / "pretrained", root / "results"
-    mp = pytest.MonkeyPatch()
-    try:
-        for script, args in (
-            ("train_pretrain", ["--corpus", DATA / "pretrain.txt", "--probes", DATA / "pretrain_probes.json", "--out", pretrained, "--steps", "30", "--eval-interval", "10", *TINY_FLAGS]),
-            ("train_finetune", ["--pretrained", pretrained, "--out", results, *FINETUNE_DATA_FLAGS, "--steps", "8", "--eval-interval", "4",
-                                "--batch-size", "8", "--no-progress"]),
-            ("compare", ["--pretrained", pretrained, "--results", results, *FINETUNE_DATA_FLAGS,
-                         "--latency-tokens", "4", "--latency-repeats", "2"]),
-        ):
-            module = __import__(script)
-            mp.setattr(sys, "argv", [script, *map(str, args)])
-            module.main()
-    finally:
-        mp.undo()
+    for script, args in (
+        ("train_pretrain", ["--corpus", DATA / "pretrain.txt", "--probes", DATA / "pretrain_probes.json", "--out", pretrained,
+                            "--steps", "30", "--eval-interval", "10", *TINY_FLAGS]),
+        ("train_finetune", ["--pretrained", pretrained, "--out", results, *FINETUNE_DATA_FLAGS, "--steps", "8",
+                            "--eval-interval", "4", "--batch-size", "8", "--no-progress"]),
+        ("compare", ["--pretrained", pretrained, "--results", results, *FINETUNE_DATA_FLAGS,
+                     "--latency-tokens", "4", "--latency-repeats", "2"]),
+    ):
+        result = run_subprocess(script, args, cwd=root)  # another cwd: no reliance on relative default paths
+        assert result.returncode == 0, f"{script} failed:\n{result.stdout}\n{result.stderr}"
+        (root / f"{script}.log").write_text(result.stdout)
     return {"root": root, "pretrained": pretrained, "results": results}

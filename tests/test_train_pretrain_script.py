@@ -18,6 +18,9 @@ def test_pretraining_writes_every_promised_file(pipeline):
     assert (out / "loss.png").read_bytes()[:4] == b"\x89PNG"
     model, tokenizer = load_model_dir(out)
     assert model.config.n_embd == 16 and tokenizer.vocab_size == model.config.vocab_size
+    log = (pipeline["root"] / "train_pretrain.log").read_text()
+    for line_start in ("model: ", "final loss", "validation perplexity", "probe accuracy", "speed", "samples (greedy):"):
+        assert f"\n{line_start}" in log, line_start
 
 
 def test_the_summary_reports_perplexity_against_the_unigram_baseline(tmp_path, monkeypatch, capsys):
