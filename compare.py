@@ -25,7 +25,7 @@ from minigpt.comparison_plots import plot_forgetting_vs_learning, plot_latency, 
 from minigpt.device import choose_device
 from minigpt.errors import UserError, run_cli
 from minigpt.evaluation import complete
-from minigpt.files import atomic_write_text
+from minigpt.files import atomic_write_text, read_text_file
 from minigpt.finetune_data import prepare_finetune_data
 from minigpt.finetuning import METHODS, grow_vocabulary
 from minigpt.measure import directory_bytes, milliseconds_per_token, raw_tensor_bytes
@@ -60,12 +60,13 @@ def load_everything(args, device):
     if not metrics_file.is_file():
         raise UserError(f"{metrics_file} does not exist; {RUN_FINETUNE}")
     try:
-        metrics = json.loads(metrics_file.read_text(encoding="utf-8"))
+        metrics = json.loads(read_text_file(metrics_file, "metrics file"))
         missing = [name for name in METHODS if name not in metrics["methods"]]
-    except (ValueError, KeyError, TypeError) as error:
-        raise UserError(f"{metrics_file} is corrupted ({error}); {RUN_FINETUNE}") from None
-    if missing:
-        raise UserError(f"{metrics_file} has no results for {', '.join(missing)}; run python train_finetune.py --method all")
+        if missing:
+            raise UserError(f"{metrics_file} has no results for {', '.join(missing)}; run python train_finetune.py --method all")
+        check_metrics(metrics)
+    except (ValueError, KeyError, TypeError, AttributeError) as error:
+        raise UserError(f"{metrics_file} is corrupted (bad or missing {error}); {RUN_FINETUNE}") from None
     if metrics.get("base_fingerprint") != model_fingerprint(base):
         raise UserError(f"the results in {results} were fine-tuned from another base than {args.pretrained}; {RUN_FINETUNE}")
     models = {"pretrained base": None}
@@ -81,33 +82,52 @@ def load_everything(args, device):
     return models, tokenizer, base_tokenizer, metrics, lora_config
 
 
+def check_metrics(metrics: dict) -> None:
+    """Touch every figure compare.py reads, so a damaged metrics.json fails here, in one line."""
+    for name in METHODS:
+        record = metrics["methods"][name]
+        for key in ("label", "lr", "steps", "batch_size", "trainable_state_bytes", "train_seconds", "tokens_per_second", "history"):
+            record[key]  # noqa: B018
+        for key in ("trainable", "total", "trainable_percent"):
+            float(record["parameters"][key])
+    for matrix in metrics["methods"]["lora"]["lora"]["per_matrix"]:
+        matrix["layer"], int(matrix["in"]), int(matrix["out"])
+    if len({(metrics["methods"][n]["steps"], metrics["methods"][n]["batch_size"]) for n in METHODS}) != 1:
+        raise ValueError("steps and batch size, which differ between methods")
+
+
 @torch.no_grad()
-def max_logit_difference(model_a, model_b, data: torch.Tensor, device) -> float:
-    """Largest |logit difference| over every validation window."""
+def max_logit_difference(model_a, model_b, data: torch.Tensor) -> float:
+    """Largest |logit difference| over every validation window (each model runs on its own device)."""
     block = model_a.config.block_size
     n = (len(data) - 1) // block
-    windows = data[: n * block].view(n, block).to(device)  # (N, T)
+    windows = data[: n * block].view(n, block)  # (N, T)
+    device_a, device_b = next(model_a.parameters()).device, next(model_b.parameters()).device
     worst = 0.0
     for start in range(0, n, 64):
         batch = windows[start : start + 64]
-        worst = max(worst, (model_a(batch)[0].double() - model_b(batch)[0].double()).abs().max().item())
+        logits_a = model_a(batch.to(device_a))[0].cpu().double()
+        logits_b = model_b(batch.to(device_b))[0].cpu().double()
+        worst = max(worst, (logits_a - logits_b).abs().max().item())
     return worst
 
 
-def merge_checks(unmerged, merged, data: torch.Tensor, device) -> dict:
+def merge_checks(unmerged, merged, data: torch.Tensor) -> dict:
     """How exactly lora_merged/ reproduces the adapter, and how exact float32 can be at all.
 
     float32: the saved artifacts as they are used. Both paths round differently
-    (W x + s B (A x) against (W + s B A) x), so this cannot be zero; the
-    float32 noise floor (the unmerged model against itself in float64) shows how
-    large rounding alone makes it. float64: the same merge done in double
-    precision, which shows that the algebra is exact.
+    (W x + s B (A x) against (W + s B A) x), so this cannot be zero. The noise
+    floors compare each float32 model with the exact float64 computation: the
+    two float32 models can differ by up to the sum of their floors from rounding
+    alone. float64: the same merge done in double precision, which shows that
+    the algebra itself is exact.
     """
-    unmerged_64 = copy.deepcopy(unmerged).double()
+    unmerged_64 = copy.deepcopy(unmerged).cpu().double()  # on the CPU: not every accelerator has float64
     return {
-        "float32": max_logit_difference(unmerged, merged, data, device),
-        "float32_noise_floor": max_logit_difference(unmerged, unmerged_64, data, device),
-        "float64": max_logit_difference(unmerged_64, merge_lora(unmerged_64), data, device),
+        "float32": max_logit_difference(unmerged, merged, data),
+        "float32_noise_floor_unmerged": max_logit_difference(unmerged, unmerged_64, data),
+        "float32_noise_floor_merged": max_logit_difference(merged, unmerged_64, data),
+        "float64": max_logit_difference(unmerged_64, merge_lora(unmerged_64), data),
     }
 
 
@@ -124,7 +144,7 @@ def main() -> None:
 
     print(f"evaluating {len(models)} models on {len(data.splits.val):,} new-domain and {len(data.pretrain_val):,} pretraining validation tokens")
     evaluation = {name: data.suite.measure(model, tokenizer, device) for name, model in models.items()}
-    merge_check = merge_checks(models["LoRA adapter (unmerged)"], models["LoRA merged"], data.splits.val, device)
+    merge_check = merge_checks(models["LoRA adapter (unmerged)"], models["LoRA merged"], data.splits.val)
 
     prompt_ids = [tokenizer.eot_id] + tokenizer.encode("the capital of france is the city of")
     print(f"timing generation: {args.latency_tokens} tokens, batch size 1, median of {args.latency_repeats} runs after a warm-up")
@@ -153,7 +173,7 @@ def build_comparison(metrics, evaluation, merge_check, latency, storage, per_mat
     for name, label in (("full", "full fine-tuning"), ("freeze", "layer freezing"), ("lora", "LoRA merged")):
         trained, measured = metrics["methods"][name], evaluation[label]
         methods[name] = {
-            "label": METHODS[name].label,
+            "label": trained["label"],
             "trainable_parameters": trained["parameters"]["trainable"],
             "total_parameters": trained["parameters"]["total"],
             "trainable_percent": trained["parameters"]["trainable_percent"],
@@ -175,7 +195,8 @@ def build_comparison(metrics, evaluation, merge_check, latency, storage, per_mat
         "storage": storage,
         "inference_latency": latency,
         "merge_check_max_abs_logit_difference": merge_check["float32"],
-        "merge_check_float32_noise_floor": merge_check["float32_noise_floor"],
+        "merge_check_float32_noise_floor_unmerged": merge_check["float32_noise_floor_unmerged"],
+        "merge_check_float32_noise_floor_merged": merge_check["float32_noise_floor_merged"],
         "merge_check_float64": merge_check["float64"],
         "generations": generations,
     }
@@ -184,7 +205,7 @@ def build_comparison(metrics, evaluation, merge_check, latency, storage, per_mat
 def write_outputs(results: Path, comparison: dict, metrics: dict) -> None:
     atomic_write_text(results / "comparison.json", json.dumps(comparison, indent=2) + "\n")
     atomic_write_text(results / "comparison.md", comparison_markdown(comparison))
-    labels = {METHODS[n].label: metrics["methods"][n] for n in METHODS}
+    labels = {metrics["methods"][n]["label"]: metrics["methods"][n] for n in METHODS}
     if not (results / "parameter_counts.png").is_file():
         plot_parameter_counts({label: r["parameters"] for label, r in labels.items()}, results / "parameter_counts.png")
     if not (results / "loss_curves.png").is_file():

@@ -27,7 +27,7 @@ from minigpt.device import choose_device
 from minigpt.errors import UserError, run_cli
 from minigpt.files import atomic_write_text, ensure_writable_dir
 from minigpt.finetune_data import prepare_finetune_data
-from minigpt.finetuning import METHODS, grow_vocabulary, prepare_full, prepare_layer_freezing, prepare_lora
+from minigpt.finetuning import METHODS, grow_vocabulary, lora_label, prepare_full, prepare_layer_freezing, prepare_lora
 from minigpt.new_token_rows import join_new_token_rows
 from minigpt.plots import plot_loss_curves, plot_parameter_counts
 from minigpt.training import TrainConfig, train
@@ -81,12 +81,13 @@ def finetune_one(method, base, data, args, lora_config, device):
                            for name, layer in wrapped.items()],
         }
     counts = count_parameters(model)
-    print(f"\n== {method.label}: {counts['trainable']:,} of {counts['total']:,} parameters train "
+    label = lora_label(lora_config.target_modules) if method.name == "lora" else method.label
+    print(f"\n== {label}: {counts['trainable']:,} of {counts['total']:,} parameters train "
           f"({counts['trainable_percent']:.2f}%)")
     config = TrainConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr or method.lr,
                          warmup_steps=max(1, min(15, args.steps // 10)), eval_interval=args.eval_interval, seed=args.seed)
-    result = train(model, data.splits.train, data.splits.val, config, device, method.label, not args.no_progress)
-    record = {"method": method.name, "label": method.label, "lr": config.lr, "steps": config.steps,
+    result = train(model, data.splits.train, data.splits.val, config, device, method.name, not args.no_progress)
+    record = {"method": method.name, "label": label, "lr": config.lr, "steps": config.steps,
               "batch_size": config.batch_size, "parameters": counts, "breakdown": parameter_breakdown(model),
               **details, **result.to_dict(), "after": data.suite.measure(model, data.tokenizer, device)}
     return model, record
@@ -112,7 +113,7 @@ def main() -> None:
     names = list(METHODS) if args.method == "all" else [args.method]
     targets = [t.strip() for t in args.targets.split(",") if t.strip()]
     lora_config = LoRAConfig(r=args.rank, lora_alpha=args.alpha if args.alpha is not None else 2.0 * args.rank,
-                             lora_dropout=args.dropout, target_modules=targets, init_lora_weights=args.init).validate()
+                             lora_dropout=args.dropout, target_modules=targets, init_lora_weights=args.init)
     if "lora" in names:
         apply_lora(copy.deepcopy(base), lora_config)  # check targets and rank now, before anything trains
     if "freeze" in names and args.train_last_k is not None and not 0 <= args.train_last_k <= base.config.n_layer:
@@ -142,23 +143,31 @@ def main() -> None:
     print_summary(records, before, out, time.perf_counter() - start)
 
 
+# Results of methods run separately may be combined only if they saw the same data, steps, batches and seed.
+SHARED_SETTINGS = ("data", "probes", "pretrain_corpus", "pretrain_probes", "steps", "batch_size", "seed", "eval_interval")
+
+
 def write_results(out: Path, metrics: dict) -> None:
-    """metrics.json plus the two plots. Results of methods not run this time are kept from an earlier run."""
+    """metrics.json plus the two plots. Methods not run this time are kept from an earlier, comparable run."""
     previous = out / "metrics.json"
     if previous.is_file():
         try:
             earlier = json.loads(previous.read_text(encoding="utf-8"))
-            if earlier.get("base_fingerprint") == metrics["base_fingerprint"]:
-                metrics["methods"] = {**earlier.get("methods", {}), **metrics["methods"]}
-                metrics["artifacts"] = {**earlier.get("artifacts", {}), **metrics["artifacts"]}
-        except (ValueError, AttributeError):
+            comparable = earlier["base_fingerprint"] == metrics["base_fingerprint"] and all(
+                earlier["settings"][key] == metrics["settings"][key] for key in SHARED_SETTINGS)
+            kept = {name: record for name, record in earlier["methods"].items() if name not in metrics["methods"]}
+            if comparable:
+                metrics["methods"] = {**kept, **metrics["methods"]}
+                metrics["artifacts"] = {**earlier["artifacts"], **metrics["artifacts"]}
+            elif kept:
+                print(f"note: earlier results for {', '.join(kept)} in {previous} used other settings and are dropped")
+        except (ValueError, KeyError, TypeError, AttributeError):
             pass  # an unreadable earlier file is simply replaced
     ordered = {name: metrics["methods"][name] for name in METHODS if name in metrics["methods"]}
     metrics["methods"] = ordered
     atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2) + "\n")
-    labels = {METHODS[n].label: r for n, r in ordered.items()}
-    plot_parameter_counts({label: r["parameters"] for label, r in labels.items()}, out / "parameter_counts.png")
-    plot_loss_curves({label: r["history"] for label, r in labels.items()}, out / "loss_curves.png",
+    plot_parameter_counts({r["label"]: r["parameters"] for r in ordered.values()}, out / "parameter_counts.png")
+    plot_loss_curves({r["label"]: r["history"] for r in ordered.values()}, out / "loss_curves.png",
                      "Fine-tuning loss on the new domain")
 
 

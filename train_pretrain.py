@@ -14,13 +14,13 @@ import time
 
 import torch
 
-from minigpt.checkpoint import save_model_dir
+from minigpt.checkpoint import refuse_foreign_directory, save_model_dir
 from minigpt.cli import ArgumentParser, add_common_flags, positive_float, positive_int, probability
 from minigpt.config import GPTConfig
 from minigpt.data import make_splits, read_corpus
 from minigpt.device import choose_device
 from minigpt.errors import run_cli
-from minigpt.evaluation import complete, load_probes, probe_accuracy, stream_loss, unigram_perplexity
+from minigpt.evaluation import check_probe_answers, complete, load_probes, probe_accuracy, stream_loss, unigram_perplexity
 from minigpt.files import ensure_writable_dir
 from minigpt.model import MiniGPT
 from minigpt.plots import plot_loss_curves
@@ -57,6 +57,7 @@ def main() -> None:
     text = read_corpus(args.corpus)
     probes = load_probes(args.probes)
     ensure_writable_dir(args.out)  # fail now, not after a minute of training
+    refuse_foreign_directory(args.out, {"config.json", "model.pt", "tokenizer.json", "history.json", "loss.png"})
 
     tokenizer = WordTokenizer.from_corpus(text)
     config = GPTConfig(
@@ -64,6 +65,7 @@ def main() -> None:
         n_head=args.n_head, n_embd=args.n_embd, dropout=args.dropout,
     ).validate()
     splits = make_splits(text, tokenizer, config.block_size, source=args.corpus)
+    check_probe_answers(probes, tokenizer, args.probes)
     torch.manual_seed(args.seed)
     model = MiniGPT(config)
     print(f"corpus: {len(splits.train_documents)} training and {len(splits.val_documents)} validation documents, "

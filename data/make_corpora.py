@@ -20,6 +20,7 @@ so running it twice gives byte-identical files:  python data/make_corpora.py
 """
 
 import json
+import os
 import random
 import re
 from pathlib import Path
@@ -639,6 +640,13 @@ def check_probes(name, triples, tokens, minimum):
     return min(counts)
 
 
+def write_atomically(filename, text):
+    """Write beside this script under a temporary name, then rename: never a half-written corpus."""
+    tmp = HERE / f".{filename}.tmp"
+    tmp.write_text(text, encoding="ascii", newline="\n")
+    os.replace(tmp, HERE / filename)
+
+
 def main():
     rng = random.Random(SEED)
     pre_docs, cook_docs = make_pretrain(rng), make_cooking(rng)
@@ -671,10 +679,10 @@ def main():
             fail(f"cooking.txt follows the pretraining prompt {prompt!r} with {wrong}, not {answer!r}")
 
     for filename, docs in (("pretrain.txt", pre_docs), ("cooking.txt", cook_docs)):
-        (HERE / filename).write_text("\n\n".join(docs) + "\n", encoding="ascii", newline="\n")
+        write_atomically(filename, "\n\n".join(docs) + "\n")
     for filename, triples in (("pretrain_probes.json", pre_probes), ("cooking_probes.json", cook_probes)):
         probes = [{"prompt": p, "answer": ans} for p, ans, _ in triples]
-        (HERE / filename).write_text(json.dumps(probes, indent=1) + "\n", encoding="ascii", newline="\n")
+        write_atomically(filename, json.dumps(probes, indent=1) + "\n")
 
     print(f"pretrain.txt: {len(pre_docs)} documents, {pre_words} words, {len(pre_vocab)} distinct words")
     print(f"cooking.txt:  {len(cook_docs)} documents, {cook_words} words, {len(cook_vocab)} distinct words")

@@ -22,7 +22,7 @@ from lora.apply import apply_lora, load_lora_state_dict, lora_state_dict
 from lora.config import LoRAConfig
 from minigpt.checkpoint import load_model_dir, model_fingerprint, write_directory_atomically
 from minigpt.errors import UserError
-from minigpt.files import load_tensor_file
+from minigpt.files import load_tensor_file, read_text_file
 from minigpt.new_token_rows import SplitEmbedding, split_new_token_rows
 from minigpt.tokenizer import WordTokenizer
 
@@ -62,13 +62,25 @@ def read_adapter_config(path) -> dict:
         if not (path / name).is_file():
             raise UserError(f"adapter directory {path} is missing {name}; re-run python train_finetune.py --method lora")
     try:
-        settings = json.loads((path / LORA_CONFIG).read_text(encoding="utf-8"))
+        settings = json.loads(read_text_file(path / LORA_CONFIG, "adapter config"))
         LoRAConfig.from_dict(settings)
-        for key in ("base_model_fingerprint", "base_vocab_size", "vocab_size"):
-            settings[key]  # noqa: B018 (presence check)
-    except (ValueError, KeyError, TypeError, UnicodeDecodeError, UserError) as error:
+        if not isinstance(settings.get("base_model_fingerprint"), str):
+            raise ValueError("base_model_fingerprint must be a string")
+        for key in ("base_vocab_size", "vocab_size"):
+            if isinstance(settings.get(key), bool) or not isinstance(settings.get(key), int) or settings[key] < 1:
+                raise ValueError(f"{key} must be a positive integer")
+    except (ValueError, KeyError, TypeError, AttributeError, UserError) as error:
         raise UserError(f"{path / LORA_CONFIG} is corrupted ({error}); re-run python train_finetune.py --method lora") from None
     return settings
+
+
+def check_float_tensors(tensors: dict, source: Path) -> None:
+    """Every value a floating-point tensor with finite entries; a UserError naming the first that is not."""
+    for key, value in tensors.items():
+        if not torch.is_tensor(value) or not value.is_floating_point():
+            raise UserError(f"{source}: {key} is not a floating-point tensor; re-run python train_finetune.py --method lora")
+        if not torch.isfinite(value).all():
+            raise UserError(f"{source}: {key} holds NaN or infinite values; re-run python train_finetune.py --method lora")
 
 
 def load_adapter(adapter_path, base_path, device="cpu"):
@@ -95,11 +107,15 @@ def load_adapter(adapter_path, base_path, device="cpu"):
         raise UserError(f"{adapter_path / EMBEDDING_WEIGHTS} must hold exactly 'token_ids' and 'rows', found {found}")
     expected_ids = torch.arange(base_vocab, tokenizer.vocab_size)
     rows = embedding["rows"]
-    if not torch.equal(embedding["token_ids"].cpu(), expected_ids) or tuple(rows.shape) != (len(expected_ids), model.config.n_embd):
+    check_float_tensors({"rows": rows}, adapter_path / EMBEDDING_WEIGHTS)
+    token_ids = embedding["token_ids"]
+    ids_match = torch.is_tensor(token_ids) and token_ids.tolist() == expected_ids.tolist()
+    if not ids_match or tuple(rows.shape) != (len(expected_ids), model.config.n_embd):
         raise UserError(f"{adapter_path / EMBEDDING_WEIGHTS} does not match the {len(expected_ids)} new words of {adapter_path / TOKENIZER}")
     lora_weights = load_tensor_file(adapter_path / LORA_WEIGHTS, "LoRA weights")
-    if not isinstance(lora_weights, dict) or not all(torch.is_tensor(v) for v in lora_weights.values()):
+    if not isinstance(lora_weights, dict):
         raise UserError(f"{adapter_path / LORA_WEIGHTS} is not a state dict of tensors; re-run train_finetune.py --method lora")
+    check_float_tensors(lora_weights, adapter_path / LORA_WEIGHTS)
 
     model.resize_token_embeddings(tokenizer.vocab_size)
     new_rows = split_new_token_rows(model, base_vocab)

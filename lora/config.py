@@ -18,6 +18,7 @@
   paper's normal init, here with std 1/r as in PEFT). B always starts at zero.
 """
 
+import math
 from dataclasses import asdict, dataclass, field
 
 from minigpt.errors import UserError
@@ -39,8 +40,14 @@ class LoRAConfig:
         return self.lora_alpha / self.r
 
     def validate(self) -> "LoRAConfig":
-        if not isinstance(self.r, int) or self.r < 1:
+        if isinstance(self.r, bool) or not isinstance(self.r, int) or self.r < 1:
             raise UserError(f"LoRA rank r must be an integer of at least 1, got {self.r!r}")
+        for name in ("lora_alpha", "lora_dropout"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise UserError(f"{name} must be a finite number, got {value!r}")
+        if not isinstance(self.target_modules, (list, tuple)) or not all(isinstance(t, str) for t in self.target_modules):
+            raise UserError(f"target_modules must be a list of layer names, got {self.target_modules!r}")
         if not self.lora_alpha > 0:
             raise UserError(f"lora_alpha must be greater than 0, got {self.lora_alpha}; try --alpha {2 * self.r}")
         if not 0.0 <= self.lora_dropout < 1.0:

@@ -2,6 +2,7 @@
 errors are one line (plus exit status 2), like every other user mistake here."""
 
 import argparse
+import math
 import sys
 
 from minigpt.errors import EXIT_USER_ERROR
@@ -34,6 +35,8 @@ def positive_float(text: str) -> float:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be a finite number, got {text!r}")
     if not value > 0:
         raise argparse.ArgumentTypeError(f"must be greater than 0, got {value}")
     return value
@@ -49,7 +52,17 @@ def probability(text: str) -> float:
     return value
 
 
+def seed_value(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if not 0 <= value < 2**63:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 2**63 - 1, got {value}")
+    return value
+
+
 def add_common_flags(parser: argparse.ArgumentParser, seed: int) -> None:
-    parser.add_argument("--seed", type=int, default=seed, help="random seed: the same seed on the same machine gives the same losses")
+    parser.add_argument("--seed", type=seed_value, default=seed, help="random seed: the same seed on the same machine gives the same losses")
     parser.add_argument("--device", default="auto", help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N or mps")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar (for logs and tests)")

@@ -44,7 +44,10 @@ class GPTConfig:
         missing = sorted(known - set(values))
         if unknown or missing:
             raise ValueError(f"config keys do not match GPTConfig (unknown: {unknown}, missing: {missing})")
-        return cls(**values).validate()
+        try:
+            return cls(**values).validate()
+        except UserError as error:
+            raise ValueError(str(error)) from None
 
 
 def _a_divisor(n: int) -> int:

@@ -13,22 +13,13 @@ from pathlib import Path
 import torch
 
 from minigpt.errors import UserError
+from minigpt.files import read_text_file
 from minigpt.tokenizer import WordTokenizer
 
 
 def read_corpus(path: str | Path) -> str:
     """The corpus text; a UserError for a missing, non-UTF-8 or empty file."""
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"corpus file {path} does not exist; pass an existing text file with --corpus/--data")
-    raw = path.read_bytes()
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as error:
-        raise UserError(
-            f"corpus file {path} is not UTF-8 text (byte {error.start} is 0x{raw[error.start]:02x}); "
-            "save it as UTF-8 and try again"
-        ) from None
+    text = read_text_file(path, "corpus file", "pass an existing text file (see --help)")
     if not text.strip():
         raise UserError(f"corpus file {path} is empty; give it some text")
     return text

@@ -3,6 +3,8 @@
 Nothing here touches CUDA at import time, so the package imports on any machine.
 """
 
+import re
+
 import torch
 
 from minigpt.errors import UserError
@@ -18,10 +20,14 @@ def choose_device(requested: str = "auto") -> torch.device:
         return torch.device("cpu")
     if requested == "cpu":
         return torch.device("cpu")
-    if requested.startswith("cuda"):
+    match = re.fullmatch(r"cuda(?::(\d+))?", requested)
+    if match:
         if not torch.cuda.is_available():
             raise UserError(f"--device {requested} was asked for but CUDA is not available here; use --device cpu or auto")
-        return torch.device(requested)
+        index = int(match.group(1) or 0)
+        if index >= torch.cuda.device_count():
+            raise UserError(f"--device {requested}: this machine has {torch.cuda.device_count()} CUDA device(s), numbered from 0")
+        return torch.device("cuda", index)
     if requested == "mps":
         if getattr(torch.backends, "mps", None) is None or not torch.backends.mps.is_available():
             raise UserError("--device mps was asked for but Apple MPS is not available here; use --device cpu or auto")

@@ -17,7 +17,8 @@ import torch
 import torch.nn.functional as F
 
 from minigpt.errors import UserError
-from minigpt.tokenizer import WordTokenizer
+from minigpt.files import read_text_file
+from minigpt.tokenizer import WordTokenizer, split_words
 
 
 @torch.no_grad()
@@ -46,11 +47,9 @@ def unigram_perplexity(train: torch.Tensor, val: torch.Tensor, vocab_size: int) 
 
 def load_probes(path: str | Path) -> list[dict]:
     """A JSON list of {"prompt": ..., "answer": ...}; a UserError if missing or malformed."""
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"probe file {path} does not exist; pass an existing probe file or regenerate data/")
+    text = read_text_file(path, "probe file", "pass an existing probe file (see --help)")
     try:
-        probes = json.loads(path.read_text(encoding="utf-8"))
+        probes = json.loads(text)
         if not isinstance(probes, list) or not probes:
             raise ValueError("expected a non-empty JSON list")
         for probe in probes:
@@ -59,6 +58,17 @@ def load_probes(path: str | Path) -> list[dict]:
     except (ValueError, AttributeError, UnicodeDecodeError) as error:
         raise UserError(f"probe file {path} is malformed ({error}); each entry is {{\"prompt\": ..., \"answer\": ...}}") from None
     return probes
+
+
+def check_probe_answers(probes: list[dict], tokenizer: WordTokenizer, source: str) -> None:
+    """Every answer must be one word the vocabulary has, or the probe could never be answered right."""
+    for probe in probes:
+        answer = probe["answer"]
+        if split_words(answer) != [answer] or answer not in tokenizer.token_to_id:
+            raise UserError(
+                f"probe answer {answer!r} in {source} is not a single lower-case word of the vocabulary; "
+                "each answer must be one word the corpus uses"
+            )
 
 
 @torch.no_grad()

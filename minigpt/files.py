@@ -67,11 +67,34 @@ def ensure_writable_dir(path: str | Path) -> Path:
     return path
 
 
+def check_input_file(path: str | Path, what: str, fix: str = "") -> Path:
+    """A UserError unless `path` is a readable file; `fix` says what to do about it."""
+    path = Path(path)
+    fix = f"; {fix}" if fix else ""
+    if path.is_dir():
+        raise UserError(f"{what} {path} is a directory, not a file{fix}")
+    if not path.is_file():
+        raise UserError(f"{what} {path} does not exist{fix}")
+    if not os.access(path, os.R_OK):
+        raise UserError(f"{what} {path} is not readable (permission denied); fix its permissions")
+    return path
+
+
+def read_text_file(path: str | Path, what: str, fix: str = "") -> str:
+    """The UTF-8 text of an input file, or a UserError naming the file and the fix."""
+    path = check_input_file(path, what, fix)
+    raw = path.read_bytes()
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise UserError(
+            f"{what} {path} is not UTF-8 text (byte {error.start} is 0x{raw[error.start]:02x}); save it as UTF-8 and try again"
+        ) from None
+
+
 def load_tensor_file(path: str | Path, what: str) -> dict:
     """torch.load with weights_only=True, turning every failure into one clear line."""
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"{what} file {path} is missing")
+    path = check_input_file(path, f"{what} file")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError:

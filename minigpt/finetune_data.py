@@ -6,8 +6,9 @@ from dataclasses import dataclass
 
 import torch
 
-from minigpt.data import CorpusSplits, make_splits, read_corpus, split_documents, split_train_val, encode_documents
-from minigpt.evaluation import EvaluationSuite, load_probes
+from minigpt.data import CorpusSplits, encode_documents, make_splits, read_corpus, split_documents, split_train_val
+from minigpt.errors import UserError
+from minigpt.evaluation import EvaluationSuite, check_probe_answers, load_probes
 from minigpt.tokenizer import WordTokenizer
 
 
@@ -26,11 +27,18 @@ def prepare_finetune_data(base_tokenizer: WordTokenizer, data: str, probes: str,
     finetune_probes = load_probes(probes)
     pretrain_text = read_corpus(pretrain_corpus)
     old_probes = load_probes(pretrain_probes)
+    check_probe_answers(old_probes, base_tokenizer, pretrain_probes)
     tokenizer = base_tokenizer.copy()
     new_words = tokenizer.new_words_in(text)
     tokenizer.extend(new_words)
+    check_probe_answers(finetune_probes, tokenizer, probes)
     splits = make_splits(text, tokenizer, block_size, source=data)
     _, pretrain_val_docs = split_train_val(split_documents(pretrain_text))
     pretrain_val = encode_documents(pretrain_val_docs, tokenizer)
+    if len(pretrain_val) <= block_size:
+        raise UserError(
+            f"{pretrain_corpus}'s validation split has {len(pretrain_val)} tokens, fewer than one context window "
+            f"({block_size + 1}); pass the corpus the model was pretrained on with --pretrain-corpus"
+        )
     suite = EvaluationSuite(splits.val, finetune_probes, pretrain_val, old_probes)
     return FinetuneData(tokenizer, new_words, splits, pretrain_val, suite)

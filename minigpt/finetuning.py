@@ -43,6 +43,12 @@ METHODS = {
 }
 
 
+def lora_label(targets) -> str:
+    """"LoRA (Q, K, V, O)" for the attention projections; other layer names as they are."""
+    short = [t[0].upper() if t in ("q_proj", "k_proj", "v_proj", "o_proj") else t for t in targets]
+    return f"LoRA ({', '.join(short)})"
+
+
 def grow_vocabulary(base, vocab_size: int, seed: int):
     """A copy of `base` with room for the new words; the new rows' init depends on the seed alone."""
     torch.manual_seed(seed)

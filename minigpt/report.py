@@ -34,7 +34,8 @@ def print_table(comparison: dict) -> None:
     latency = comparison["inference_latency"]
     print("\ninference, ms per generated token (median): " + ", ".join(f"{k} {v['median_ms_per_token']:.2f}" for k, v in latency.items()))
     print(f"merge check: max |logit(adapter on base) - logit(lora_merged)| = {comparison['merge_check_max_abs_logit_difference']:.2e} "
-          f"(float32 rounding alone: {comparison['merge_check_float32_noise_floor']:.2e}; same merge in float64: "
+          f"(rounding alone, each against float64: unmerged {comparison['merge_check_float32_noise_floor_unmerged']:.2e}, "
+          f"merged {comparison['merge_check_float32_noise_floor_merged']:.2e}; the same merge in float64: "
           f"{comparison['merge_check_float64']:.2e})")
     storage = comparison["storage"]
     print(f"storage: LoRA adapter {storage['lora_adapter']['file_bytes'] / 1024:.1f} KiB vs merged model "
@@ -63,9 +64,10 @@ def comparison_markdown(comparison: dict) -> str:
               f"{first['new_tokens']} new tokens, one warm-up then the median of {first['repeats']} runs.", "",
               f"Merge check: the largest absolute difference between the logits of the adapter applied onto the base "
               f"and of `lora_merged/`, over every new-domain validation window: "
-              f"**{comparison['merge_check_max_abs_logit_difference']:.2e}**. For scale: rounding alone (the unmerged model in "
-              f"float32 against itself in float64) differs by {comparison['merge_check_float32_noise_floor']:.2e}, and the "
-              f"same merge done in float64 differs by {comparison['merge_check_float64']:.2e}.", "", "## Generations (greedy)", ""]
+              f"**{comparison['merge_check_max_abs_logit_difference']:.2e}**. For scale, float32 rounding alone: the unmerged "
+              f"model differs from the exact float64 computation by {comparison['merge_check_float32_noise_floor_unmerged']:.2e} "
+              f"and the merged one by {comparison['merge_check_float32_noise_floor_merged']:.2e}; the same merge done in "
+              f"float64 differs by {comparison['merge_check_float64']:.2e}.", "", "## Generations (greedy)", ""]
     for prompt, outputs in comparison["generations"].items():
         lines += [f"Prompt: `{prompt}`", "", "| model | continuation |", "|---|---|"]
         lines += [f"| {name} | {text} |" for name, text in outputs.items()]

@@ -111,11 +111,13 @@ class WordTokenizer:
 
     @classmethod
     def load(cls, path: str | Path) -> "WordTokenizer":
-        path = Path(path)
-        if not path.is_file():
-            raise UserError(f"tokenizer file {path} is missing")
+        from minigpt.files import read_text_file
+
+        text = read_text_file(path, "tokenizer file", "re-run the script that wrote it")
         try:
-            payload = json.loads(path.read_text(encoding="utf-8"))
+            payload = json.loads(text)
+            if not isinstance(payload["vocab"], list) or not all(isinstance(t, str) for t in payload["vocab"]):
+                raise ValueError("vocab must be a list of strings")
             return cls(payload["vocab"])
-        except (ValueError, KeyError, TypeError, UnicodeDecodeError) as error:
+        except (ValueError, KeyError, TypeError) as error:
             raise UserError(f"tokenizer file {path} is corrupted ({error}); re-run the script that wrote it") from None

@@ -98,3 +98,33 @@ def test_a_corrupted_adapter_config_is_a_user_error(adapter):
     (root / "adapter" / "lora_config.json").write_text('{"r": 2}')
     with pytest.raises(UserError, match="lora_config.json is corrupted"):
         load_adapter(root / "adapter", root / "base")
+
+
+@pytest.mark.parametrize("change", [
+    {"target_modules": [1]}, {"base_vocab_size": "50"}, {"base_model_fingerprint": 7}, {"r": 2.5}, {"lora_alpha": "8"},
+])
+def test_wrongly_typed_adapter_config_values_are_user_errors(adapter, change):
+    root, _ = adapter
+    path = root / "adapter" / "lora_config.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), **change}))
+    with pytest.raises(UserError, match="lora_config.json is corrupted"):
+        load_adapter(root / "adapter", root / "base")
+
+
+@pytest.mark.parametrize("bad_rows", [
+    torch.zeros(3, 16, dtype=torch.int64), torch.full((3, 16), float("nan")), torch.zeros(4, 16),
+])
+def test_new_rows_of_the_wrong_kind_are_refused(adapter, bad_rows):
+    root, _ = adapter
+    torch.save({"token_ids": torch.tensor([50, 51, 52]), "rows": bad_rows}, root / "adapter" / "embedding_weights.pt")
+    with pytest.raises(UserError, match="embedding_weights.pt"):
+        load_adapter(root / "adapter", root / "base")
+
+
+def test_integer_lora_tensors_are_refused(adapter):
+    root, _ = adapter
+    path = root / "adapter" / "lora_weights.pt"
+    state = {key: value.to(torch.int64) for key, value in torch.load(path, weights_only=True).items()}
+    torch.save(state, path)
+    with pytest.raises(UserError, match="not a floating-point tensor"):
+        load_adapter(root / "adapter", root / "base")

@@ -110,3 +110,33 @@ def test_fingerprint_changes_when_one_weight_changes():
     with torch.no_grad():
         model.blocks[0].attention.q_proj.weight[0, 0] += 1e-3
     assert model_fingerprint(model) != before
+
+
+def test_saving_never_replaces_a_directory_holding_other_files(tmp_path):
+    precious = tmp_path / "results"
+    precious.mkdir()
+    (precious / "notes.txt").write_text("mine")
+    with pytest.raises(UserError, match="notes.txt.*choose another --out"):
+        save_model_dir(precious, tiny_model(vocab_size=30), tokenizer_of_size(30))
+    assert (precious / "notes.txt").read_text() == "mine"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["results"]
+
+
+def test_an_interrupt_between_the_two_renames_puts_the_old_model_back(saved, monkeypatch):
+    import os
+
+    model, path = saved
+    real_replace, calls = os.replace, []
+
+    def replace_then_crash(source, target):
+        calls.append(target)
+        if len(calls) == 2:  # the new directory moving into place
+            raise KeyboardInterrupt
+        return real_replace(source, target)
+
+    monkeypatch.setattr(os, "replace", replace_then_crash)
+    with pytest.raises(KeyboardInterrupt):
+        save_model_dir(path, tiny_model(vocab_size=30, seed=5), tokenizer_of_size(30))
+    monkeypatch.undo()
+    assert model_fingerprint(load_model_dir(path)[0]) == model_fingerprint(model)
+    assert sorted(p.name for p in path.parent.iterdir()) == ["model"]

@@ -58,3 +58,16 @@ def test_compare_before_finetuning_says_which_script_to_run(pipeline, tmp_path):
 def test_compare_before_pretraining_says_which_script_to_run(tmp_path, monkeypatch, capsys):
     status, _, err = run_main("compare", ["--pretrained", tmp_path / "none"], monkeypatch, capsys)
     assert_one_line_error(status, err, "run python train_pretrain.py first")
+
+
+def test_a_damaged_metrics_file_is_a_one_line_error(pipeline, tmp_path, monkeypatch, capsys):
+    import shutil
+
+    copy = tmp_path / "results"
+    shutil.copytree(pipeline["results"], copy)
+    metrics = json.loads((copy / "metrics.json").read_text())
+    del metrics["methods"]["lora"]["trainable_state_bytes"]
+    (copy / "metrics.json").write_text(json.dumps(metrics))
+    status, _, err = run_main("compare", ["--pretrained", pipeline["pretrained"], "--results", copy, *FINETUNE_DATA_FLAGS],
+                              monkeypatch, capsys)
+    assert_one_line_error(status, err, "metrics.json is corrupted", "trainable_state_bytes")

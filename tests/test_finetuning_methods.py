@@ -60,3 +60,4 @@ def test_split_rows_keep_the_output_head_tied():
     after, _ = model(idx)
     assert torch.equal(before, after)
     assert model.lm_head.new_rows is model.token_embedding.new_rows
+    assert model.lm_head.old_rows is model.token_embedding.old_rows

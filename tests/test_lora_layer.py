@@ -48,11 +48,16 @@ def test_only_a_and_b_are_trainable():
     assert trainable == {"lora_A.weight", "lora_B.weight"}
 
 
-def test_dropout_touches_only_the_lora_branch():
-    layer = LoRALinear(nn.Linear(12, 10), r=4, lora_alpha=8, lora_dropout=0.9).train()
+def test_dropout_applies_to_the_lora_branch_input_only():
+    layer = layer_with_random_update(dropout=0.5).train()
     x = torch.randn(4, 12)
-    # B = 0, so the LoRA branch adds nothing; if dropout hit the base path the output would change.
-    assert torch.equal(layer(x), layer.base(x))
+    torch.manual_seed(123)
+    output = layer(x)
+    torch.manual_seed(123)  # the same dropout mask, applied by hand to the branch's input
+    dropped = torch.nn.functional.dropout(x, p=0.5, training=True)
+    expected = layer.base(x) + layer.scaling * dropped @ layer.lora_A.weight.T @ layer.lora_B.weight.T
+    torch.testing.assert_close(output, expected, rtol=0, atol=1e-6)
+    assert not torch.allclose(output, layer.eval()(x))  # dropout really was active in training mode
 
 
 def test_merge_folds_the_scaled_update_into_the_weight_once():

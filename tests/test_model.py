@@ -36,8 +36,9 @@ def test_output_head_is_tied_to_the_token_embedding():
     with torch.no_grad():
         model.token_embedding.weight[5] += 1.0
     assert torch.equal(model.lm_head.weight[5], model.token_embedding.weight[5])
-    # counted once: embedding + position + blocks + final norm, no separate head
-    assert model.num_parameters() == sum(p.numel() for p in model.parameters())
+    # counted once: the state dict lists the shared matrix twice (token_embedding.weight, lm_head.weight)
+    listed = sum(t.numel() for t in model.state_dict().values())
+    assert model.num_parameters() == listed - model.token_embedding.weight.numel()
 
 
 def test_attention_uses_four_named_projections():

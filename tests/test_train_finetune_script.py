@@ -109,3 +109,12 @@ def test_a_corrupted_pretrained_checkpoint_is_named(pipeline, tmp_path, monkeypa
     (broken / "model.pt").write_bytes((pipeline["pretrained"] / "model.pt").read_bytes()[:1000])
     status, _, err = run_main("train_finetune", ["--pretrained", broken, *FINETUNE_DATA_FLAGS], monkeypatch, capsys)
     assert_one_line_error(status, err, "model.pt is corrupted")
+
+
+def test_a_pretraining_corpus_too_short_for_one_window_is_named(pipeline, tmp_path, monkeypatch, capsys):
+    (tmp_path / "short.txt").write_text("\n\n".join(["the cow says moo."] * 12))
+    flags = [*FINETUNE_DATA_FLAGS]
+    flags[flags.index("--pretrain-corpus") + 1] = tmp_path / "short.txt"
+    status, _, err = run_main("train_finetune", ["--pretrained", pipeline["pretrained"], "--out", tmp_path / "o", *flags],
+                              monkeypatch, capsys)
+    assert_one_line_error(status, err, "short.txt's validation split", "fewer than one context window")

@@ -1,5 +1,7 @@
 import json
 
+import pytest
+
 from conftest import DATA, TINY_FLAGS, assert_one_line_error, run_main, run_subprocess
 from minigpt.checkpoint import load_model_dir
 
@@ -75,3 +77,35 @@ def test_an_unwritable_output_directory_is_named(tmp_path, monkeypatch, capsys):
     (tmp_path / "a_file").write_text("not a directory")
     status, _, err = run_main("train_pretrain", [*CORPUS_FLAGS, "--out", tmp_path / "a_file" / "model"], monkeypatch, capsys)
     assert_one_line_error(status, err, "cannot create output directory", "choose another --out")
+
+
+def test_an_output_directory_with_other_files_is_never_replaced(tmp_path, monkeypatch, capsys):
+    (tmp_path / "keep.txt").write_text("precious")
+    status, _, err = run_main("train_pretrain", [*CORPUS_FLAGS, "--out", tmp_path, *TINY_FLAGS], monkeypatch, capsys)
+    assert_one_line_error(status, err, "keep.txt", "choose another --out")
+    assert (tmp_path / "keep.txt").read_text() == "precious"
+
+
+def test_a_probe_answer_outside_the_vocabulary_is_named(tmp_path, monkeypatch, capsys):
+    (tmp_path / "probes.json").write_text(json.dumps([{"prompt": "the cow says", "answer": "olive oil"}]))
+    status, _, err = run_main("train_pretrain", ["--probes", tmp_path / "probes.json", "--out", tmp_path / "m", *TINY_FLAGS],
+                              monkeypatch, capsys)
+    assert_one_line_error(status, err, "probe answer 'olive oil'", "not a single lower-case word")
+
+
+def test_a_directory_given_as_corpus_is_named(tmp_path, monkeypatch, capsys):
+    status, _, err = run_main("train_pretrain", ["--corpus", tmp_path, "--out", tmp_path / "m"], monkeypatch, capsys)
+    assert_one_line_error(status, err, "is a directory, not a file")
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--seed", "-1"], "--seed: must be between 0"),
+    (["--seed", str(2**64)], "--seed: must be between 0"),
+    (["--lr", "inf"], "--lr: must be a finite number"),
+    (["--lr", "nan"], "--lr: must be a finite number"),
+    (["--device", "tpu"], "unknown --device 'tpu'"),
+    (["--device", "cuda:abc"], "unknown --device 'cuda:abc'"),
+])
+def test_bad_flag_values_are_one_line_errors(tmp_path, monkeypatch, capsys, flags, message):
+    status, _, err = run_main("train_pretrain", [*CORPUS_FLAGS, "--out", tmp_path / "m", *TINY_FLAGS, *flags], monkeypatch, capsys)
+    assert_one_line_error(status, err, message)
