@@ -20,7 +20,7 @@ from lora.adapter import load_adapter
 from lora.merge import merge_lora
 from lora.parameters import lora_matrix_savings
 from minigpt.checkpoint import load_model_dir, model_fingerprint
-from minigpt.cli import ArgumentParser, add_common_flags, positive_int
+from minigpt.cli import ArgumentParser, add_common_flags, add_finetune_data_flags, positive_int
 from minigpt.comparison_plots import plot_forgetting_vs_learning, plot_latency, plot_storage
 from minigpt.device import choose_device
 from minigpt.errors import UserError, run_cli
@@ -41,10 +41,7 @@ def parse_args():
     parser = ArgumentParser(description="Measure and compare full fine-tuning, layer freezing and LoRA from saved artifacts.")
     parser.add_argument("--pretrained", default="dist/pretrained", help="the base model directory")
     parser.add_argument("--results", default="dist/finetuning_results", help="directory written by train_finetune.py (outputs go here too)")
-    parser.add_argument("--data", default="data/cooking.txt", help="new-domain corpus (its validation split is evaluated)")
-    parser.add_argument("--probes", default="data/cooking_probes.json", help="new-domain knowledge probes")
-    parser.add_argument("--pretrain-corpus", default="data/pretrain.txt", help="pretraining corpus (forgetting)")
-    parser.add_argument("--pretrain-probes", default="data/pretrain_probes.json", help="pretraining probes (forgetting)")
+    add_finetune_data_flags(parser)
     parser.add_argument("--prompt", nargs="+", default=PROMPTS, help="prompt for side-by-side generations (one or more, each in quotes)")
     parser.add_argument("--latency-tokens", type=positive_int, default=32, help="tokens generated per timed run")
     parser.add_argument("--latency-repeats", type=positive_int, default=15, help="timed runs per model (the median is reported)")

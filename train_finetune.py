@@ -22,7 +22,7 @@ from lora.config import A_INITS, DEFAULT_TARGETS, LoRAConfig
 from lora.merge import merge_lora
 from lora.parameters import count_parameters, lora_matrix_savings, parameter_breakdown
 from minigpt.checkpoint import load_model_dir, model_fingerprint, save_model_dir
-from minigpt.cli import ArgumentParser, add_common_flags, positive_float, positive_int, probability
+from minigpt.cli import ArgumentParser, add_common_flags, add_finetune_data_flags, positive_float, positive_int, probability
 from minigpt.device import choose_device
 from minigpt.errors import UserError, run_cli
 from minigpt.files import atomic_write_text, ensure_writable_dir
@@ -39,10 +39,7 @@ def parse_args():
     parser = ArgumentParser(description="Fine-tune MiniGPT on a new domain: full, layer freezing and LoRA.")
     parser.add_argument("--method", choices=["full", "freeze", "lora", "all"], default="all", help="which method(s) to run")
     parser.add_argument("--pretrained", default="dist/pretrained", help="model directory written by train_pretrain.py")
-    parser.add_argument("--data", default="data/cooking.txt", help="new-domain corpus (UTF-8, documents separated by blank lines)")
-    parser.add_argument("--probes", default="data/cooking_probes.json", help="new-domain knowledge probes")
-    parser.add_argument("--pretrain-corpus", default="data/pretrain.txt", help="pretraining corpus: its validation split measures forgetting")
-    parser.add_argument("--pretrain-probes", default="data/pretrain_probes.json", help="pretraining probes: measure forgetting")
+    add_finetune_data_flags(parser)
     parser.add_argument("--out", default="dist/finetuning_results", help="results directory")
     parser.add_argument("--steps", type=positive_int, default=DEFAULT_STEPS, help="optimisation steps per method")
     parser.add_argument("--batch-size", type=positive_int, default=DEFAULT_BATCH_SIZE, help="windows per step")

@@ -62,6 +62,14 @@ def seed_value(text: str) -> int:
     return value
 
 
+def add_finetune_data_flags(parser: argparse.ArgumentParser) -> None:
+    """The new domain (learning) and the pretraining yardsticks (forgetting), shared by fine-tuning and comparison."""
+    parser.add_argument("--data", default="data/cooking.txt", help="new-domain corpus (UTF-8, documents separated by blank lines)")
+    parser.add_argument("--probes", default="data/cooking_probes.json", help="new-domain knowledge probes")
+    parser.add_argument("--pretrain-corpus", default="data/pretrain.txt", help="pretraining corpus: its validation split measures forgetting")
+    parser.add_argument("--pretrain-probes", default="data/pretrain_probes.json", help="pretraining probes: measure forgetting")
+
+
 def add_common_flags(parser: argparse.ArgumentParser, seed: int) -> None:
     parser.add_argument("--seed", type=seed_value, default=seed, help="random seed: the same seed on the same machine gives the same losses")
     parser.add_argument("--device", default="auto", help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N or mps")
