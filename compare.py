@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 import torch
+from tqdm.auto import tqdm
 
 from lora.adapter import load_adapter
 from lora.merge import merge_lora
@@ -140,7 +141,8 @@ def main() -> None:
         raise UserError(f"{args.data} is not the corpus the results in {results} were fine-tuned on; {RUN_FINETUNE}")
 
     print(f"evaluating {len(models)} models on {len(data.splits.val):,} new-domain and {len(data.pretrain_val):,} pretraining validation tokens")
-    evaluation = {name: data.suite.measure(model, tokenizer, device) for name, model in models.items()}
+    progress = tqdm(models.items(), desc="evaluating", disable=args.no_progress, leave=False)
+    evaluation = {name: data.suite.measure(model, tokenizer, device) for name, model in progress}
     merge_check = merge_checks(models["LoRA adapter (unmerged)"], models["LoRA merged"], data.splits.val)
 
     prompt_ids = [tokenizer.eot_id] + tokenizer.encode("the capital of france is the city of")

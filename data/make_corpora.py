@@ -19,6 +19,7 @@ Standard library only and deterministic (one seeded random.Random, no set order)
 so running it twice gives byte-identical files:  python data/make_corpora.py
 """
 
+import argparse
 import json
 import os
 import random
@@ -648,6 +649,8 @@ def write_atomically(filename, text):
 
 
 def main():
+    argparse.ArgumentParser(description="Write pretrain.txt, cooking.txt and their probe files next to this script "
+                            "(deterministic: the same bytes every run). Takes no options.").parse_args()
     rng = random.Random(SEED)
     pre_docs, cook_docs = make_pretrain(rng), make_cooking(rng)
     pre_probes, cook_probes = pretrain_probe_triples(), cooking_probe_triples()
