@@ -20,6 +20,7 @@ the layer costs exactly one matmul, as before LoRA: no added latency.
 """
 
 import math
+import warnings
 
 import torch
 import torch.nn as nn
@@ -66,6 +67,8 @@ class LoRALinear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.merged:
+            if self.training and torch.is_grad_enabled():
+                warnings.warn("training a merged LoRALinear: A and B get no gradient; call unmerge() first", stacklevel=2)
             return self.base(x)  # the update already lives inside W
         return self.base(x) + self.scaling * self.lora_B(self.lora_A(self.lora_dropout(x)))
 

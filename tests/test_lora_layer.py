@@ -110,3 +110,12 @@ def test_kaiming_init_matches_nn_linear_bounds_and_gaussian_has_std_one_over_r()
 def test_an_unknown_init_is_refused():
     with pytest.raises(ValueError, match="unknown init"):
         LoRALinear(nn.Linear(4, 4), r=2, lora_alpha=2, init_lora_weights="zeros")
+
+
+def test_training_through_a_merged_layer_warns_that_a_and_b_get_no_gradient():
+    layer = layer_with_random_update()
+    layer.merge()
+    layer.train()
+    with pytest.warns(UserWarning, match="call unmerge"):
+        layer(torch.randn(2, 12)).sum().backward()
+    assert layer.lora_A.weight.grad is None
