@@ -117,5 +117,5 @@ def test_training_through_a_merged_layer_warns_that_a_and_b_get_no_gradient():
     layer.merge()
     layer.train()
     with pytest.warns(UserWarning, match="call unmerge"):
-        layer(torch.randn(2, 12)).sum().backward()
+        layer(torch.randn(2, 12, requires_grad=True)).sum().backward()
     assert layer.lora_A.weight.grad is None
