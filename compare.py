@@ -151,6 +151,9 @@ def main() -> None:
     latency = milliseconds_per_token(timed, prompt_ids, args.latency_tokens, args.latency_repeats, device)
 
     prompts = args.prompt
+    unknown = [word for prompt in prompts for word in tokenizer.unknown_words(prompt)]
+    if unknown:
+        print(f"note: {len(unknown)} prompt word(s) are not in the vocabulary and map to <unk>: {', '.join(unknown)}")
     generations = {prompt: {name: complete(model, tokenizer, prompt, 16, device) for name, model in models.items()} for prompt in prompts}
     storage = {
         "full_finetune": results / "full_finetune", "layer_freezing": results / "layer_freezing",

@@ -8,11 +8,20 @@ import sys
 from minigpt.errors import EXIT_USER_ERROR
 
 
+class DefaultsHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Show "(default: ...)" after each flag, except where the default is None: those flags say in words what happens."""
+
+    def _get_help_string(self, action):
+        if action.default is None:
+            return action.help
+        return super()._get_help_string(action)
+
+
 class ArgumentParser(argparse.ArgumentParser):
     """argparse with defaults shown in --help and one-line errors."""
 
     def __init__(self, **kwargs):
-        kwargs.setdefault("formatter_class", argparse.ArgumentDefaultsHelpFormatter)
+        kwargs.setdefault("formatter_class", DefaultsHelpFormatter)
         super().__init__(**kwargs)
 
     def error(self, message: str):

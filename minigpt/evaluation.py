@@ -33,6 +33,7 @@ def stream_loss(model, data: torch.Tensor, device, batch_size: int = 64) -> floa
     for start in range(0, n_windows, batch_size):
         x, y = inputs[start : start + batch_size].to(device), targets[start : start + batch_size].to(device)
         logits, _ = model(x)
+        # (N*T, vocab_size) logits against (N*T,) targets, summed so windows of any count average exactly
         total += F.cross_entropy(logits.reshape(-1, logits.size(-1)), y.reshape(-1), reduction="sum").item()
         count += y.numel()
     return total / count

@@ -121,6 +121,7 @@ class MiniGPT(nn.Module):
         logits = self.lm_head(self.final_norm(x))  # (B, T, vocab_size)
         loss = None
         if targets is not None:
+            # flatten positions: logits (B*T, vocab_size) against targets (B*T,)
             loss = F.cross_entropy(logits.view(B * T, -1), targets.view(B * T))
         return logits, loss
 

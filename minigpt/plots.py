@@ -41,6 +41,7 @@ def plot_parameter_counts(counts: dict[str, dict], path) -> None:
     axes.set_yscale("log")
     axes.set_ylim(top=max(totals) * 8)
     axes.set_xticks(list(positions), names)
+    axes.set_xlabel("fine-tuning method")
     axes.set_ylabel("parameters (count, log scale)")
     axes.set_title("Trainable versus total parameters per fine-tuning method")
     axes.legend(loc="upper right")
