@@ -25,7 +25,7 @@ from minigpt.cli import ArgumentParser, add_common_flags, add_finetune_data_flag
 from minigpt.comparison_plots import plot_forgetting_vs_learning, plot_latency, plot_storage
 from minigpt.device import choose_device
 from minigpt.errors import UserError, run_cli
-from minigpt.evaluation import complete
+from minigpt.evaluation import complete, note_unknown_prompt_words
 from minigpt.files import atomic_write_text, read_text_file
 from minigpt.finetune_data import prepare_finetune_data
 from minigpt.finetuning import METHODS, grow_vocabulary
@@ -151,9 +151,8 @@ def main() -> None:
     latency = milliseconds_per_token(timed, prompt_ids, args.latency_tokens, args.latency_repeats, device)
 
     prompts = args.prompt
-    unknown = [word for prompt in prompts for word in tokenizer.unknown_words(prompt)]
-    if unknown:
-        print(f"note: {len(unknown)} prompt word(s) are not in the vocabulary and map to <unk>: {', '.join(unknown)}")
+    if note := note_unknown_prompt_words(tokenizer, prompts):
+        print(note)
     generations = {prompt: {name: complete(model, tokenizer, prompt, 16, device) for name, model in models.items()} for prompt in prompts}
     storage = {
         "full_finetune": results / "full_finetune", "layer_freezing": results / "layer_freezing",

@@ -24,10 +24,10 @@ from lora.parameters import count_parameters, lora_matrix_savings, parameter_bre
 from minigpt.checkpoint import load_model_dir, model_fingerprint, save_model_dir
 from minigpt.cli import ArgumentParser, add_common_flags, add_finetune_data_flags, positive_float, positive_int, probability
 from minigpt.device import choose_device
-from minigpt.errors import UserError, run_cli
+from minigpt.errors import run_cli
 from minigpt.files import atomic_write_text, ensure_writable_dir
 from minigpt.finetune_data import prepare_finetune_data
-from minigpt.finetuning import METHODS, grow_vocabulary, lora_label, prepare_full, prepare_layer_freezing, prepare_lora
+from minigpt.finetuning import METHODS, check_train_last_k, grow_vocabulary, lora_label, prepare_full, prepare_layer_freezing, prepare_lora
 from minigpt.new_token_rows import join_new_token_rows
 from minigpt.plots import plot_loss_curves, plot_parameter_counts
 from minigpt.training import TrainConfig, train
@@ -113,8 +113,8 @@ def main() -> None:
                              lora_dropout=args.dropout, target_modules=targets, init_lora_weights=args.init)
     if "lora" in names:
         apply_lora(copy.deepcopy(base), lora_config)  # check targets and rank now, before anything trains
-    if "freeze" in names and args.train_last_k is not None and not 0 <= args.train_last_k <= base.config.n_layer:
-        raise UserError(f"--train-last-k must be between 0 and {base.config.n_layer} (the number of blocks), got {args.train_last_k}")
+    if "freeze" in names and args.train_last_k is not None:
+        check_train_last_k(args.train_last_k, base.config.n_layer)  # now, before anything trains
     out = ensure_writable_dir(args.out)
     base_fingerprint = model_fingerprint(base)
     print(f"new domain {args.data}: {len(data.splits.train):,} training and {len(data.splits.val):,} validation tokens, "

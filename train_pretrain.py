@@ -20,7 +20,7 @@ from minigpt.config import GPTConfig
 from minigpt.data import make_splits, read_corpus
 from minigpt.device import choose_device
 from minigpt.errors import run_cli
-from minigpt.evaluation import check_probe_answers, complete, load_probes, probe_accuracy, stream_loss, unigram_perplexity
+from minigpt.evaluation import check_probe_answers, complete, load_probes, note_unknown_prompt_words, probe_accuracy, stream_loss, unigram_perplexity
 from minigpt.files import ensure_writable_dir
 from minigpt.model import MiniGPT
 from minigpt.plots import plot_loss_curves
@@ -84,7 +84,7 @@ def main() -> None:
     baseline = unigram_perplexity(splits.train, splits.val, tokenizer.vocab_size)
     accuracy, probe_results = probe_accuracy(model, tokenizer, probes, device)
     prompts = args.prompt
-    unknown = [word for prompt in prompts for word in tokenizer.unknown_words(prompt)]
+    unknown_note = note_unknown_prompt_words(tokenizer, prompts)
     samples = [complete(model, tokenizer, prompt, 20, device) for prompt in prompts]
     summary = {
         "train_loss": train_loss, "val_loss": val_loss, "val_perplexity": math.exp(val_loss),
@@ -103,8 +103,8 @@ def main() -> None:
     print(f"validation perplexity {math.exp(val_loss):.2f}  (unigram baseline: {baseline:.1f})")
     print(f"probe accuracy      {accuracy:.0%} ({sum(r['correct'] for r in probe_results)}/{len(probe_results)} knowledge probes)")
     print(f"speed               {result.tokens_per_second:,.0f} tokens/s training | wall time {time.perf_counter() - start:.1f} s")
-    if unknown:
-        print(f"note: {len(unknown)} prompt word(s) are not in the vocabulary and map to <unk>: {', '.join(unknown)}")
+    if unknown_note:
+        print(unknown_note)
     print("samples (greedy):")
     for sample in samples:
         print(f"  {sample}")

@@ -17,7 +17,7 @@ def _matches(module_name: str, target: str) -> bool:
     return module_name == target or module_name.endswith("." + target)
 
 
-def _set_submodule(model: nn.Module, name: str, module: nn.Module) -> None:
+def set_submodule(model: nn.Module, name: str, module: nn.Module) -> None:
     parent_name, _, child_name = name.rpartition(".")
     parent = model.get_submodule(parent_name) if parent_name else model
     setattr(parent, child_name, module)
@@ -51,7 +51,7 @@ def apply_lora(model: nn.Module, config: LoRAConfig) -> dict[str, LoRALinear]:
     wrapped = {}
     for name, linear in chosen.items():
         layer = LoRALinear(linear, config.r, config.lora_alpha, config.lora_dropout, config.init_lora_weights)
-        _set_submodule(model, name, layer)
+        set_submodule(model, name, layer)
         wrapped[name] = layer
     return wrapped
 
@@ -71,7 +71,7 @@ def lora_state_dict(model: nn.Module) -> dict:
 
 def load_lora_state_dict(model: nn.Module, state: dict, source: str = "adapter") -> None:
     """Copy A and B tensors in; the key sets and shapes must match exactly."""
-    expected = {name: tensor for name, tensor in lora_state_dict(model).items()}
+    expected = lora_state_dict(model)
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
     if missing or unexpected:

@@ -8,7 +8,7 @@ model is served by code that has never heard of LoRA.
 
 import copy
 
-from lora.apply import _set_submodule, lora_layers
+from lora.apply import lora_layers, set_submodule
 from minigpt.new_token_rows import join_new_token_rows
 
 
@@ -17,7 +17,7 @@ def merge_lora(model):
     merged = copy.deepcopy(model)
     for name, layer in lora_layers(merged).items():
         layer.merge()
-        _set_submodule(merged, name, layer.base)
+        set_submodule(merged, name, layer.base)
     join_new_token_rows(merged)
     for parameter in merged.parameters():
         parameter.requires_grad_(True)  # an ordinary model again, as if freshly loaded

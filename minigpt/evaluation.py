@@ -88,6 +88,14 @@ def probe_accuracy(model, tokenizer: WordTokenizer, probes: list[dict], device) 
     return accuracy, results
 
 
+def note_unknown_prompt_words(tokenizer: WordTokenizer, prompts: list[str]) -> str:
+    """A note naming the prompt words that will be read as <unk>, or "" if there are none."""
+    unknown = [word for prompt in prompts for word in tokenizer.unknown_words(prompt)]
+    if not unknown:
+        return ""
+    return f"note: {len(unknown)} prompt word(s) are not in the vocabulary and map to <unk>: {', '.join(unknown)}"
+
+
 @torch.no_grad()
 def complete(model, tokenizer: WordTokenizer, prompt: str, max_new_tokens: int, device) -> str:
     """Greedy continuation of `prompt` (reproducible), decoded up to the first <eot>."""

@@ -62,11 +62,15 @@ def prepare_full(model, num_old_tokens: int) -> None:
         parameter.requires_grad_(True)
 
 
+def check_train_last_k(train_last_k: int, n_layer: int) -> None:
+    if not 0 <= train_last_k <= n_layer:
+        raise UserError(f"--train-last-k must be between 0 and the number of blocks ({n_layer}), got {train_last_k}")
+
+
 def prepare_layer_freezing(model, num_old_tokens: int, train_last_k: int) -> list[str]:
     """Freeze all but the top train_last_k blocks, the final norm and the new rows; return what trains."""
     n_layer = len(model.blocks)
-    if not 0 <= train_last_k <= n_layer:
-        raise UserError(f"--train-last-k must be between 0 and the number of blocks ({n_layer}), got {train_last_k}")
+    check_train_last_k(train_last_k, n_layer)
     for parameter in model.parameters():
         parameter.requires_grad_(False)
     split_new_token_rows(model, num_old_tokens)  # new rows: a separate, trainable parameter

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Iterable
 
 from minigpt.errors import UserError
+from minigpt.files import atomic_write_text, read_text_file
 
 PAD, UNK, EOT = "<pad>", "<unk>", "<eot>"
 SPECIAL_TOKENS = (PAD, UNK, EOT)
@@ -105,14 +106,10 @@ class WordTokenizer:
         return json.dumps(payload, indent=0, ensure_ascii=False)
 
     def save(self, path: str | Path) -> None:
-        from minigpt.files import atomic_write_text  # local import: files imports nothing of ours
-
         atomic_write_text(path, self.to_json())
 
     @classmethod
     def load(cls, path: str | Path) -> "WordTokenizer":
-        from minigpt.files import read_text_file
-
         text = read_text_file(path, "tokenizer file", "re-run the script that wrote it")
         try:
             payload = json.loads(text)
