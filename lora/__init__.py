@@ -1,12 +1,20 @@
-"""LoRA from scratch: low-rank adapters for MiniGPT's attention projections (Hu et al., 2021)."""
+"""LoRA from scratch (Hu et al., 2021), for any nn.Module. Depends on torch alone.
 
-from lora.apply import apply_lora, load_lora_state_dict, lora_layers, lora_state_dict
+Read in this order: config.py (the hyperparameters), layer.py (the idea:
+h = W x + (alpha/r) B A x), apply.py (putting it into a model), merge.py
+(folding it back out), state.py (saving just A and B), parameters.py (counting).
+"""
+
+from lora.apply import apply_lora, lora_layers
 from lora.config import LoRAConfig
+from lora.errors import LoRAError
 from lora.layer import LoRALinear
 from lora.merge import merge_lora
 from lora.parameters import count_parameters, lora_matrix_savings, parameter_breakdown
+from lora.state import load_lora_state_dict, load_lora_weights, lora_state_dict, save_lora_weights
 
 __all__ = [
-    "LoRAConfig", "LoRALinear", "apply_lora", "lora_layers", "lora_state_dict", "load_lora_state_dict",
-    "merge_lora", "count_parameters", "parameter_breakdown", "lora_matrix_savings",
+    "LoRAConfig", "LoRAError", "LoRALinear", "apply_lora", "lora_layers", "merge_lora",
+    "lora_state_dict", "load_lora_state_dict", "save_lora_weights", "load_lora_weights",
+    "count_parameters", "parameter_breakdown", "lora_matrix_savings",
 ]

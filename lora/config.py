@@ -21,7 +21,7 @@
 import math
 from dataclasses import asdict, dataclass, field
 
-from minigpt.errors import UserError
+from lora.errors import LoRAError
 
 DEFAULT_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj")
 A_INITS = ("kaiming", "gaussian")
@@ -41,21 +41,21 @@ class LoRAConfig:
 
     def validate(self) -> "LoRAConfig":
         if isinstance(self.r, bool) or not isinstance(self.r, int) or self.r < 1:
-            raise UserError(f"LoRA rank r must be an integer of at least 1, got {self.r!r}")
+            raise LoRAError(f"LoRA rank r must be an integer of at least 1, got {self.r!r}")
         for name in ("lora_alpha", "lora_dropout"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-                raise UserError(f"{name} must be a finite number, got {value!r}")
+                raise LoRAError(f"{name} must be a finite number, got {value!r}")
         if not isinstance(self.target_modules, (list, tuple)) or not all(isinstance(t, str) for t in self.target_modules):
-            raise UserError(f"target_modules must be a list of layer names, got {self.target_modules!r}")
+            raise LoRAError(f"target_modules must be a list of layer names, got {self.target_modules!r}")
         if not self.lora_alpha > 0:
-            raise UserError(f"lora_alpha must be greater than 0, got {self.lora_alpha}; try --alpha {2 * self.r}")
+            raise LoRAError(f"lora_alpha must be greater than 0, got {self.lora_alpha}; try lora_alpha={2 * self.r}")
         if not 0.0 <= self.lora_dropout < 1.0:
-            raise UserError(f"lora_dropout must be in [0, 1), got {self.lora_dropout}")
+            raise LoRAError(f"lora_dropout must be in [0, 1), got {self.lora_dropout}")
         if not self.target_modules:
-            raise UserError("target_modules is empty; name at least one layer, e.g. q_proj")
+            raise LoRAError("target_modules is empty; name at least one layer, e.g. q_proj")
         if self.init_lora_weights not in A_INITS:
-            raise UserError(f"init_lora_weights must be one of {', '.join(A_INITS)}, got {self.init_lora_weights!r}")
+            raise LoRAError(f"init_lora_weights must be one of {', '.join(A_INITS)}, got {self.init_lora_weights!r}")
         return self
 
     def to_dict(self) -> dict:

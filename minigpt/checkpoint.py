@@ -8,74 +8,16 @@ and checks that the three files exist and agree with each other.
 
 import hashlib
 import json
-import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import torch
 
 from minigpt.config import GPTConfig
-from minigpt.errors import UserError
-from minigpt.files import current_umask, ensure_writable_dir, load_tensor_file, read_text_file
+from minigpt.io import UserError, load_tensor_file, read_text_file, write_directory_atomically
 from minigpt.model import MiniGPT
 from minigpt.tokenizer import WordTokenizer
 
 CONFIG_FILE, WEIGHTS_FILE, TOKENIZER_FILE = "config.json", "model.pt", "tokenizer.json"
-
-
-def refuse_foreign_directory(path: str | Path, allowed: set[str]) -> None:
-    """A UserError if `path` exists and holds anything but `allowed` files: replacing it would delete them."""
-    path = Path(path)
-    if path.exists() and not path.is_dir():
-        raise UserError(f"{path} exists and is not a directory; choose another --out")
-    if path.is_dir():
-        foreign = sorted(entry.name for entry in path.iterdir() if entry.name not in allowed)
-        if foreign:
-            raise UserError(
-                f"{path} already holds files this script does not write ({', '.join(foreign[:3])}"
-                f"{', ...' if len(foreign) > 3 else ''}); replacing it would delete them, so choose another --out"
-            )
-
-
-def write_directory_atomically(path: str | Path, write_files) -> Path:
-    """Call write_files(tmp_dir) to fill a fresh temporary directory, then swap it in at `path`.
-
-    An existing directory at `path` is replaced only if it holds nothing but the
-    files being written (a previous run's output), never a user's other files.
-    """
-    path = Path(path)
-    ensure_writable_dir(path.parent)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
-    try:
-        write_files(tmp)
-        os.chmod(tmp, 0o777 & ~current_umask())  # mkdtemp makes directories private; use the usual permissions
-        refuse_foreign_directory(path, {entry.name for entry in tmp.iterdir()})
-        if path.exists():
-            _swap_in(tmp, path)
-        else:
-            os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-    return path
-
-
-def _swap_in(new: Path, path: Path) -> None:
-    """Move the old directory aside, move the new one in, then delete the old one.
-
-    If anything stops us between the two moves, the old directory goes back, so
-    `path` always holds one complete model: the old or the new.
-    """
-    old = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".old", dir=path.parent))
-    os.replace(path, old / "previous")
-    try:
-        os.replace(new, path)
-    except BaseException:
-        os.replace(old / "previous", path)
-        raise
-    finally:
-        shutil.rmtree(old, ignore_errors=True)
 
 
 def save_model_dir(path: str | Path, model: MiniGPT, tokenizer: WordTokenizer, extra_files=None) -> Path:

@@ -6,7 +6,7 @@ can be loaded without re-typing any size (the minGPT/nanoGPT habit).
 
 from dataclasses import asdict, dataclass, fields
 
-from minigpt.errors import UserError
+from minigpt.io import UserError
 
 
 @dataclass

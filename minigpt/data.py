@@ -12,8 +12,7 @@ from pathlib import Path
 
 import torch
 
-from minigpt.errors import UserError
-from minigpt.files import read_text_file
+from minigpt.io import UserError, read_text_file
 from minigpt.tokenizer import WordTokenizer
 
 

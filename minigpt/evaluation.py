@@ -16,8 +16,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from minigpt.errors import UserError
-from minigpt.files import read_text_file
+from minigpt.io import UserError, read_text_file
 from minigpt.tokenizer import WordTokenizer, split_words
 
 
@@ -104,31 +103,3 @@ def complete(model, tokenizer: WordTokenizer, prompt: str, max_new_tokens: int, 
     if tokenizer.eot_id in out:
         out = out[: out.index(tokenizer.eot_id)]
     return tokenizer.decode(tokenizer.encode(prompt) + out)
-
-
-class EvaluationSuite:
-    """The fixed yardsticks every model is measured with, before and after fine-tuning.
-
-    New domain: loss on its validation split and its knowledge probes (learning).
-    Pretraining: loss on its validation split and its probes (forgetting).
-    """
-
-    def __init__(self, finetune_val: torch.Tensor, finetune_probes: list[dict], pretrain_val: torch.Tensor, pretrain_probes: list[dict]):
-        self.finetune_val, self.finetune_probes = finetune_val, finetune_probes
-        self.pretrain_val, self.pretrain_probes = pretrain_val, pretrain_probes
-
-    def measure(self, model, tokenizer: WordTokenizer, device) -> dict:
-        finetune_loss = stream_loss(model, self.finetune_val, device)
-        pretrain_loss = stream_loss(model, self.pretrain_val, device)
-        finetune_accuracy, finetune_results = probe_accuracy(model, tokenizer, self.finetune_probes, device)
-        pretrain_accuracy, pretrain_results = probe_accuracy(model, tokenizer, self.pretrain_probes, device)
-        return {
-            "finetune_val_loss": finetune_loss,
-            "finetune_val_perplexity": math.exp(finetune_loss),
-            "finetune_probe_accuracy": finetune_accuracy,
-            "pretrain_val_loss": pretrain_loss,
-            "pretrain_val_perplexity": math.exp(pretrain_loss),
-            "pretrain_probe_accuracy": pretrain_accuracy,
-            "finetune_probe_results": finetune_results,
-            "pretrain_probe_results": pretrain_results,
-        }

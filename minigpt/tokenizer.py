@@ -22,8 +22,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Iterable
 
-from minigpt.errors import UserError
-from minigpt.files import atomic_write_text, read_text_file
+from minigpt.io import UserError, atomic_write_text, read_text_file
 
 PAD, UNK, EOT = "<pad>", "<unk>", "<eot>"
 SPECIAL_TOKENS = (PAD, UNK, EOT)

@@ -17,7 +17,8 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from minigpt.config import GPTConfig  # noqa: E402
-from minigpt.errors import run_cli  # noqa: E402
+from experiment.methods import USER_ERRORS  # noqa: E402
+from minigpt.io import run_cli  # noqa: E402
 from minigpt.model import MiniGPT  # noqa: E402
 
 DATA = REPO / "data"
@@ -38,7 +39,7 @@ def run_main(script: str, args: list[str], monkeypatch, capsys) -> tuple[int, st
     monkeypatch.setattr(sys, "argv", [f"{script}.py", *map(str, args)])
     status = 0
     try:
-        run_cli(module.main)
+        run_cli(module.main, USER_ERRORS)
     except SystemExit as exit_:
         status = exit_.code if isinstance(exit_.code, int) else 1
     out = capsys.readouterr()

@@ -5,10 +5,10 @@ import torch
 
 from conftest import tiny_model
 from lora import LoRAConfig, lora_layers
-from lora.adapter import load_adapter, save_adapter
+from experiment.adapter import load_adapter, save_adapter
 from minigpt.checkpoint import model_fingerprint, save_model_dir
-from minigpt.errors import UserError
-from minigpt.finetuning import prepare_lora
+from minigpt.io import UserError
+from experiment.methods import prepare_lora
 from minigpt.tokenizer import WordTokenizer
 
 BASE_WORDS = ["<pad>", "<unk>", "<eot>"] + [f"w{i}" for i in range(47)]
@@ -69,7 +69,7 @@ def test_a_missing_adapter_file_is_named(adapter, name):
 def test_a_corrupted_adapter_tensor_file_is_a_user_error(adapter):
     root, _ = adapter
     (root / "adapter" / "lora_weights.pt").write_bytes(b"\x00garbage")
-    with pytest.raises(UserError, match="corrupted"):
+    with pytest.raises(UserError, match=r"lora_weights.pt is corrupted"):
         load_adapter(root / "adapter", root / "base")
 
 

@@ -4,8 +4,8 @@ import torch
 from conftest import tiny_model
 from lora import LoRAConfig, LoRALinear, apply_lora, load_lora_state_dict, lora_state_dict
 from lora.parameters import count_parameters, parameter_breakdown
-from minigpt.errors import UserError
-from minigpt.finetuning import prepare_lora
+from lora import LoRAError
+from experiment.methods import prepare_lora
 from minigpt.training import TrainConfig, train
 
 TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj")
@@ -36,24 +36,24 @@ def test_only_a_and_b_require_grad_after_apply_lora():
 
 
 def test_an_unknown_target_lists_the_linear_layers():
-    with pytest.raises(UserError, match=r"'qkv' matches no nn.Linear.*down_proj.*o_proj.*q_proj"):
+    with pytest.raises(LoRAError, match=r"'qkv' matches no nn.Linear.*down_proj.*o_proj.*q_proj"):
         apply_lora(tiny_model(), LoRAConfig(target_modules=["qkv"]))
 
 
 def test_the_tied_output_head_cannot_be_a_target():
-    with pytest.raises(UserError, match="weight tying"):
+    with pytest.raises(LoRAError, match="weight tying"):
         apply_lora(tiny_model(), LoRAConfig(target_modules=["lm_head"]))
 
 
 @pytest.mark.parametrize("rank", [0, -1, 17])
 def test_rank_out_of_range_is_an_error(rank):
-    with pytest.raises(UserError, match="rank"):
+    with pytest.raises(LoRAError, match="rank"):
         apply_lora(tiny_model(), LoRAConfig(r=rank, lora_alpha=1.0))  # the tiny model is 16 wide
 
 
 @pytest.mark.parametrize("alpha", [0.0, -2.0])
 def test_alpha_must_be_positive(alpha):
-    with pytest.raises(UserError, match="lora_alpha must be greater than 0"):
+    with pytest.raises(LoRAError, match="lora_alpha must be greater than 0"):
         apply_lora(tiny_model(), LoRAConfig(r=2, lora_alpha=alpha))
 
 
@@ -101,10 +101,10 @@ def test_loading_lora_tensors_requires_the_exact_key_set_and_shapes():
     state = lora_state_dict(source)
     load_lora_state_dict(target, state)
     assert all(torch.equal(state[k], v) for k, v in lora_state_dict(target).items())
-    with pytest.raises(UserError, match="1 missing key"):
+    with pytest.raises(LoRAError, match="1 missing key"):
         load_lora_state_dict(target, {k: v for k, v in list(state.items())[1:]})
-    with pytest.raises(UserError, match="1 unexpected key"):
+    with pytest.raises(LoRAError, match="1 unexpected key"):
         load_lora_state_dict(target, {**state, "blocks.9.attention.q_proj.lora_A.weight": torch.zeros(2, 16)})
     wrong_shape = {**state, "blocks.0.attention.q_proj.lora_A.weight": torch.zeros(3, 16)}
-    with pytest.raises(UserError, match="shape"):
+    with pytest.raises(LoRAError, match="shape"):
         load_lora_state_dict(target, wrong_shape)

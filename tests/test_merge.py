@@ -3,9 +3,9 @@ import copy
 import torch
 
 from conftest import tiny_model
-from lora import LoRAConfig, LoRALinear, lora_layers, merge_lora
+from lora import LoRAConfig, LoRALinear, lora_layers
 from minigpt.config import GPTConfig
-from minigpt.finetuning import prepare_lora
+from experiment.methods import merge_lora_model, prepare_lora
 from minigpt.model import MiniGPT
 
 
@@ -25,7 +25,7 @@ def lora_model_with_nonzero_updates(seed: int = 0):
 
 def test_merged_model_matches_adapter_outputs():
     model = lora_model_with_nonzero_updates()
-    merged = merge_lora(model)
+    merged = merge_lora_model(model)
     idx = torch.randint(55, (4, 16))
     lora_logits, _ = model(idx)
     merged_logits, _ = merged(idx)
@@ -38,7 +38,7 @@ def test_merged_model_matches_adapter_outputs():
 
 
 def test_merged_model_is_a_plain_minigpt_that_loads_strictly():
-    merged = merge_lora(lora_model_with_nonzero_updates())
+    merged = merge_lora_model(lora_model_with_nonzero_updates())
     assert not any(isinstance(m, LoRALinear) for m in merged.modules())
     fresh = MiniGPT(GPTConfig(**{**merged.config.to_dict()}))
     fresh.load_state_dict(merged.state_dict(), strict=True)
@@ -51,14 +51,14 @@ def test_merged_weight_is_w_plus_alpha_over_r_times_b_a():
     model = lora_model_with_nonzero_updates()
     layer = model.blocks[1].attention.v_proj
     expected = layer.base.weight + (8 / 4) * layer.lora_B.weight @ layer.lora_A.weight
-    merged = merge_lora(model)
+    merged = merge_lora_model(model)
     torch.testing.assert_close(merged.blocks[1].attention.v_proj.weight, expected, rtol=0, atol=1e-7)
 
 
 def test_merge_lora_leaves_the_adapter_model_unmerged():
     model = lora_model_with_nonzero_updates()
     before = model.blocks[0].attention.q_proj.base.weight.detach().clone()
-    merge_lora(model)
-    merge_lora(model)
+    merge_lora_model(model)
+    merge_lora_model(model)
     assert torch.equal(model.blocks[0].attention.q_proj.base.weight, before)
     assert not any(layer.merged for layer in lora_layers(model).values())

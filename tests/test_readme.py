@@ -31,3 +31,19 @@ def test_requirements_pin_the_cpu_torch_build():
     assert re.search(r"^torch==2\.13\.0$", requirements, re.M)
     for package in ("matplotlib", "tqdm", "pytest"):
         assert re.search(rf"^{package}>=[\d.]+,<\d+$", requirements, re.M), package
+
+
+def file_map_paths() -> set[str]:
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    section = readme[readme.index("## 5. How the code is laid out"):readme.index("## 6.")]
+    blocks = re.findall(r"```\n(.*?)```", section, re.S)
+    first_words = [line.split()[0] for block in blocks for line in block.splitlines() if line.strip()]
+    return {word for word in first_words if word.endswith(".py")}
+
+
+def test_the_readme_file_map_lists_every_python_file_and_nothing_that_is_gone():
+    listed = {path for path in file_map_paths() if path.endswith(".py")}
+    actual = {str(p.relative_to(REPO)) for folder in ("lora", "minigpt", "experiment", "tests") for p in (REPO / folder).glob("*.py")
+              if p.name != "__init__.py"} | {p.name for p in REPO.glob("*.py")}
+    assert actual - listed == set(), "files missing from the README's file map"
+    assert listed - actual - {"data/make_corpora.py"} == set(), "the README's file map names files that do not exist"

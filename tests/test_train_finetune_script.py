@@ -4,13 +4,13 @@ import pytest
 import torch
 
 from conftest import FINETUNE_DATA_FLAGS, assert_one_line_error, run_main, run_subprocess
-from lora import LoRAConfig, LoRALinear, merge_lora
-from lora.adapter import load_adapter, save_adapter
+from lora import LoRAConfig, LoRALinear
+from experiment.adapter import load_adapter, save_adapter
 from minigpt.checkpoint import load_model_dir, model_fingerprint, save_model_dir
-from minigpt.finetuning import grow_vocabulary, prepare_lora
+from experiment.methods import grow_vocabulary, merge_lora_model, prepare_lora
 from minigpt.config import GPTConfig
 from minigpt.model import MiniGPT
-from minigpt.new_token_rows import join_new_token_rows
+from experiment.new_token_rows import join_new_token_rows
 
 
 def test_finetuning_writes_every_promised_file(pipeline):
@@ -48,7 +48,7 @@ def test_a_default_size_adapter_is_under_ten_percent_of_the_merged_model(pipelin
     model = grow_vocabulary(base, tokenizer.vocab_size, seed=0)
     prepare_lora(model, base_tokenizer.vocab_size, LoRAConfig())
     save_adapter(tmp_path / "adapter", model, LoRAConfig(), tokenizer, model_fingerprint(base), base_tokenizer.vocab_size)
-    save_model_dir(tmp_path / "merged", merge_lora(model), tokenizer)
+    save_model_dir(tmp_path / "merged", merge_lora_model(model), tokenizer)
 
     def size(name):
         return sum(p.stat().st_size for p in (tmp_path / name).iterdir())

@@ -1,4 +1,4 @@
-"""Saving and loading a LoRA adapter: the small file set that turns a base model into a fine-tuned one.
+"""The adapter directory: the small file set that turns a MiniGPT base into a fine-tuned one.
 
 An adapter directory holds
   lora_weights.pt       only the A and B tensors (see `lora_state_dict`)
@@ -18,17 +18,16 @@ from pathlib import Path
 
 import torch
 
-from lora.apply import apply_lora, load_lora_state_dict, lora_state_dict
-from lora.config import LoRAConfig
-from minigpt.checkpoint import load_model_dir, model_fingerprint, write_directory_atomically
-from minigpt.errors import UserError
-from minigpt.files import load_tensor_file, read_text_file
-from minigpt.new_token_rows import SplitEmbedding, split_new_token_rows
+from experiment.new_token_rows import SplitEmbedding, split_new_token_rows
+from lora import LoRAConfig, LoRAError, apply_lora, load_lora_state_dict, load_lora_weights, save_lora_weights
+from minigpt.checkpoint import load_model_dir, model_fingerprint
+from minigpt.io import UserError, load_tensor_file, read_text_file, write_directory_atomically
 from minigpt.tokenizer import WordTokenizer
 
 LORA_WEIGHTS, EMBEDDING_WEIGHTS, LORA_CONFIG, TOKENIZER = "lora_weights.pt", "embedding_weights.pt", "lora_config.json", "tokenizer.json"
 ADAPTER_FILES = (LORA_WEIGHTS, EMBEDDING_WEIGHTS, LORA_CONFIG, TOKENIZER)
 FORMAT_VERSION = 1
+RERUN = "re-run python train_finetune.py --method lora"
 
 
 def save_adapter(path, model, config: LoRAConfig, tokenizer: WordTokenizer, base_fingerprint: str, base_vocab_size: int):
@@ -46,7 +45,7 @@ def save_adapter(path, model, config: LoRAConfig, tokenizer: WordTokenizer, base
     }
 
     def write_files(directory: Path) -> None:
-        torch.save(lora_state_dict(model), directory / LORA_WEIGHTS)
+        save_lora_weights(model, directory / LORA_WEIGHTS)  # only A and B: lora's own tensor format
         torch.save({"token_ids": token_ids, "rows": new_rows}, directory / EMBEDDING_WEIGHTS)
         (directory / LORA_CONFIG).write_text(json.dumps(settings, indent=2) + "\n", encoding="utf-8")
         (directory / TOKENIZER).write_text(tokenizer.to_json(), encoding="utf-8")
@@ -60,7 +59,7 @@ def read_adapter_config(path) -> dict:
         raise UserError(f"adapter directory {path} does not exist; run python train_finetune.py --method lora first")
     for name in ADAPTER_FILES:
         if not (path / name).is_file():
-            raise UserError(f"adapter directory {path} is missing {name}; re-run python train_finetune.py --method lora")
+            raise UserError(f"adapter directory {path} is missing {name}; {RERUN}")
     try:
         settings = json.loads(read_text_file(path / LORA_CONFIG, "adapter config"))
         LoRAConfig.from_dict(settings)
@@ -69,8 +68,8 @@ def read_adapter_config(path) -> dict:
         for key in ("base_vocab_size", "vocab_size"):
             if isinstance(settings.get(key), bool) or not isinstance(settings.get(key), int) or settings[key] < 1:
                 raise ValueError(f"{key} must be a positive integer")
-    except (ValueError, KeyError, TypeError, AttributeError, UserError) as error:
-        raise UserError(f"{path / LORA_CONFIG} is corrupted ({error}); re-run python train_finetune.py --method lora") from None
+    except (ValueError, KeyError, TypeError, AttributeError) as error:  # LoRAError is a ValueError
+        raise UserError(f"{path / LORA_CONFIG} is corrupted ({error}); {RERUN}") from None
     return settings
 
 
@@ -78,9 +77,9 @@ def check_float_tensors(tensors: dict, source: Path) -> None:
     """Every value a floating-point tensor with finite entries; a UserError naming the first that is not."""
     for key, value in tensors.items():
         if not torch.is_tensor(value) or not value.is_floating_point():
-            raise UserError(f"{source}: {key} is not a floating-point tensor; re-run python train_finetune.py --method lora")
+            raise UserError(f"{source}: {key} is not a floating-point tensor; {RERUN}")
         if not torch.isfinite(value).all():
-            raise UserError(f"{source}: {key} holds NaN or infinite values; re-run python train_finetune.py --method lora")
+            raise UserError(f"{source}: {key} holds NaN or infinite values; {RERUN}")
 
 
 def load_adapter(adapter_path, base_path, device="cpu"):
@@ -112,15 +111,15 @@ def load_adapter(adapter_path, base_path, device="cpu"):
     ids_match = torch.is_tensor(token_ids) and token_ids.tolist() == expected_ids.tolist()
     if not ids_match or tuple(rows.shape) != (len(expected_ids), model.config.n_embd):
         raise UserError(f"{adapter_path / EMBEDDING_WEIGHTS} does not match the {len(expected_ids)} new words of {adapter_path / TOKENIZER}")
-    lora_weights = load_tensor_file(adapter_path / LORA_WEIGHTS, "LoRA weights")
-    if not isinstance(lora_weights, dict):
-        raise UserError(f"{adapter_path / LORA_WEIGHTS} is not a state dict of tensors; re-run train_finetune.py --method lora")
-    check_float_tensors(lora_weights, adapter_path / LORA_WEIGHTS)
 
     model.resize_token_embeddings(tokenizer.vocab_size)
     new_rows = split_new_token_rows(model, base_vocab)
     with torch.no_grad():
         new_rows.copy_(rows)
-    apply_lora(model, config)
-    load_lora_state_dict(model, lora_weights, source=str(adapter_path / LORA_WEIGHTS))
+    try:
+        lora_weights = load_lora_weights(adapter_path / LORA_WEIGHTS)
+        apply_lora(model, config)
+        load_lora_state_dict(model, lora_weights, source=str(adapter_path / LORA_WEIGHTS))
+    except LoRAError as error:  # lora names the problem; this layer adds how to fix it here
+        raise UserError(f"{error}; {RERUN}") from None
     return model.to(device).eval(), tokenizer, config

@@ -9,7 +9,7 @@ the training loop (minigpt.training) is the same for all of them.
           projections and the new words' embedding rows train.
 
 In freeze and lora the new rows are split off into a parameter of their own
-(minigpt.new_token_rows) so the old rows stay bit-identical.
+(experiment/new_token_rows.py) so the old rows stay bit-identical.
 """
 
 import copy
@@ -17,10 +17,12 @@ from dataclasses import dataclass
 
 import torch
 
-from lora.apply import apply_lora
-from lora.config import LoRAConfig
-from minigpt.errors import UserError
-from minigpt.new_token_rows import split_new_token_rows
+from experiment.new_token_rows import join_new_token_rows, split_new_token_rows
+from lora import LoRAConfig, LoRAError, apply_lora, merge_lora
+from minigpt.io import UserError
+
+# What the scripts turn into one line and exit status 2: the project's own errors and lora's.
+USER_ERRORS = (UserError, LoRAError)
 
 
 @dataclass(frozen=True)
@@ -89,3 +91,16 @@ def prepare_lora(model, num_old_tokens: int, config: LoRAConfig) -> dict:
     wrapped = apply_lora(model, config)
     new_rows.requires_grad_(True)
     return wrapped
+
+
+def merge_lora_model(model):
+    """A plain MiniGPT from a LoRA-adapted one: every update folded in, the new word rows joined again.
+
+    The result has no LoRA module and loads with strict=True into a fresh
+    MiniGPT, so it is served by code that has never heard of LoRA.
+    """
+    merged = merge_lora(model)
+    join_new_token_rows(merged)
+    for parameter in merged.parameters():
+        parameter.requires_grad_(True)  # the joined embedding too: an ordinary model, as if freshly loaded
+    return merged

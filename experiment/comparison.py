@@ -1,0 +1,198 @@
+"""The side-by-side comparison, measured from the artifacts on disk.
+
+`run_comparison(args)` is what `compare.py` calls. It loads every model
+(the base, full_finetune/, layer_freezing/, the LoRA adapter applied onto the
+base, and lora_merged/), checks that they belong together, evaluates all of
+them on the same held-out data, times generation, checks the merge against
+float32 rounding, and writes comparison.md, comparison.json and the plots.
+"""
+
+import copy
+import json
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from experiment.adapter import load_adapter
+from experiment.data import prepare_finetune_data
+from experiment.measure import directory_bytes, milliseconds_per_token, raw_tensor_bytes
+from experiment.methods import METHODS, grow_vocabulary
+from experiment.new_token_rows import join_new_token_rows
+from experiment.plots import plot_forgetting_vs_learning, plot_latency, plot_loss_curves, plot_parameter_counts, plot_storage
+from experiment.report import comparison_markdown
+from lora import lora_matrix_savings, merge_lora
+from minigpt.checkpoint import load_model_dir, model_fingerprint
+from minigpt.device import choose_device
+from minigpt.evaluation import complete, note_unknown_prompt_words
+from minigpt.io import UserError, atomic_write_text, read_text_file
+
+RUN_FINETUNE = "run python train_finetune.py first"
+
+
+def load_everything(args, device):
+    """Every model from disk, checked to belong together. Returns (models, tokenizer, base, metrics)."""
+    base, base_tokenizer = load_model_dir(args.pretrained, hint="run python train_pretrain.py first")
+    results = Path(args.results)
+    metrics_file = results / "metrics.json"
+    if not metrics_file.is_file():
+        raise UserError(f"{metrics_file} does not exist; {RUN_FINETUNE}")
+    try:
+        metrics = json.loads(read_text_file(metrics_file, "metrics file"))
+        missing = [name for name in METHODS if name not in metrics["methods"]]
+        if missing:
+            raise UserError(f"{metrics_file} has no results for {', '.join(missing)}; run python train_finetune.py --method all")
+        check_metrics(metrics)
+    except (ValueError, KeyError, TypeError, AttributeError) as error:
+        raise UserError(f"{metrics_file} is corrupted (bad or missing {error}); {RUN_FINETUNE}") from None
+    if metrics.get("base_fingerprint") != model_fingerprint(base):
+        raise UserError(f"the results in {results} were fine-tuned from another base than {args.pretrained}; {RUN_FINETUNE}")
+    models = {"pretrained base": None}
+    for label, directory in (("full fine-tuning", "full_finetune"), ("layer freezing", "layer_freezing")):
+        models[label], tokenizer = load_model_dir(results / directory, device, hint=RUN_FINETUNE)
+    lora_model, lora_tokenizer, lora_config = load_adapter(results / "lora_adapter", args.pretrained, device)
+    join_new_token_rows(lora_model)  # one embedding matrix again, so only the LoRA branch differs from merged
+    models["LoRA adapter (unmerged)"] = lora_model
+    models["LoRA merged"], merged_tokenizer = load_model_dir(results / "lora_merged", device, hint=RUN_FINETUNE)
+    if not (tokenizer.id_to_token == lora_tokenizer.id_to_token == merged_tokenizer.id_to_token):
+        raise UserError(f"the artifacts in {results} come from different runs; {RUN_FINETUNE}")
+    models["pretrained base"] = grow_vocabulary(base, tokenizer.vocab_size, args.seed).to(device).eval()
+    return models, tokenizer, base_tokenizer, metrics, lora_config
+
+
+def check_metrics(metrics: dict) -> None:
+    """Touch every figure compare.py reads, so a damaged metrics.json fails here, in one line."""
+    for name in METHODS:
+        record = metrics["methods"][name]
+        for key in ("label", "lr", "steps", "batch_size", "trainable_state_bytes", "train_seconds", "tokens_per_second", "history"):
+            record[key]  # noqa: B018
+        for key in ("trainable", "total", "trainable_percent"):
+            float(record["parameters"][key])
+    for matrix in metrics["methods"]["lora"]["lora"]["per_matrix"]:
+        matrix["layer"], int(matrix["in"]), int(matrix["out"])
+    if len({(metrics["methods"][n]["steps"], metrics["methods"][n]["batch_size"]) for n in METHODS}) != 1:
+        raise ValueError("steps and batch size, which differ between methods")
+
+
+@torch.no_grad()
+def max_logit_difference(model_a, model_b, data: torch.Tensor) -> float:
+    """Largest |logit difference| over every validation window (each model runs on its own device)."""
+    block = model_a.config.block_size
+    n = (len(data) - 1) // block
+    windows = data[: n * block].view(n, block)  # (N, T)
+    device_a, device_b = next(model_a.parameters()).device, next(model_b.parameters()).device
+    worst = 0.0
+    for start in range(0, n, 64):
+        batch = windows[start : start + 64]
+        logits_a = model_a(batch.to(device_a))[0].cpu().double()
+        logits_b = model_b(batch.to(device_b))[0].cpu().double()
+        worst = max(worst, (logits_a - logits_b).abs().max().item())
+    return worst
+
+
+def merge_checks(unmerged, merged, data: torch.Tensor) -> dict:
+    """How exactly lora_merged/ reproduces the adapter, and how exact float32 can be at all.
+
+    float32: the saved artifacts as they are used. Both paths round differently
+    (W x + s B (A x) against (W + s B A) x), so this cannot be zero. The noise
+    floors compare each float32 model with the exact float64 computation: the
+    two float32 models can differ by up to the sum of their floors from rounding
+    alone. float64: the same merge done in double precision, which shows that
+    the algebra itself is exact.
+    """
+    unmerged_64 = copy.deepcopy(unmerged).cpu().double()  # on the CPU: not every accelerator has float64
+    return {
+        "float32": max_logit_difference(unmerged, merged, data),
+        "float32_noise_floor_unmerged": max_logit_difference(unmerged, unmerged_64, data),
+        "float32_noise_floor_merged": max_logit_difference(merged, unmerged_64, data),
+        "float64": max_logit_difference(unmerged_64, merge_lora(unmerged_64), data),
+    }
+
+
+def run_comparison(args) -> dict:
+    """Measure everything, write the outputs under the results directory; return the comparison."""
+    device = choose_device(args.device)
+    results = Path(args.results)
+    models, tokenizer, base_tokenizer, metrics, lora_config = load_everything(args, device)
+    data = prepare_finetune_data(base_tokenizer, args.data, args.probes, args.pretrain_corpus, args.pretrain_probes,
+                                 models["LoRA merged"].config.block_size)
+    if data.tokenizer.id_to_token != tokenizer.id_to_token:
+        raise UserError(f"{args.data} is not the corpus the results in {results} were fine-tuned on; {RUN_FINETUNE}")
+
+    print(f"evaluating {len(models)} models on {len(data.splits.val):,} new-domain and {len(data.pretrain_val):,} pretraining validation tokens")
+    progress = tqdm(models.items(), desc="evaluating", disable=args.no_progress, leave=False)
+    evaluation = {name: data.suite.measure(model, tokenizer, device) for name, model in progress}
+    merge_check = merge_checks(models["LoRA adapter (unmerged)"], models["LoRA merged"], data.splits.val)
+
+    prompt_ids = [tokenizer.eot_id] + tokenizer.encode("the capital of france is the city of")
+    print(f"timing generation: {args.latency_tokens} tokens, batch size 1, median of {args.latency_repeats} runs after a warm-up")
+    timed = {"base": models["pretrained base"], "LoRA unmerged": models["LoRA adapter (unmerged)"], "LoRA merged": models["LoRA merged"]}
+    latency = milliseconds_per_token(timed, prompt_ids, args.latency_tokens, args.latency_repeats, device)
+
+    prompts = args.prompt
+    if note := note_unknown_prompt_words(tokenizer, prompts):
+        print(note)
+    generations = {prompt: {name: complete(model, tokenizer, prompt, 16, device) for name, model in models.items()} for prompt in prompts}
+    storage = {
+        "full_finetune": results / "full_finetune", "layer_freezing": results / "layer_freezing",
+        "lora_merged": results / "lora_merged", "lora_adapter": results / "lora_adapter",
+    }
+    storage = {name: {"file_bytes": directory_bytes(path), "tensor_bytes": raw_tensor_bytes(path)} for name, path in storage.items()}
+    per_matrix = [{"layer": m["layer"], "in": m["in"], "out": m["out"], **lora_matrix_savings(m["in"], m["out"], lora_config.r)}
+                  for m in metrics["methods"]["lora"]["lora"]["per_matrix"]]
+
+    comparison = build_comparison(metrics, evaluation, merge_check, latency, storage, per_matrix, generations, device)
+    write_outputs(results, comparison, metrics)
+    return comparison
+
+
+def build_comparison(metrics, evaluation, merge_check, latency, storage, per_matrix, generations, device) -> dict:
+    before = evaluation["pretrained base"]
+    methods = {}
+    for name, label in (("full", "full fine-tuning"), ("freeze", "layer freezing"), ("lora", "LoRA merged")):
+        trained, measured = metrics["methods"][name], evaluation[label]
+        methods[name] = {
+            "label": trained["label"],
+            "trainable_parameters": trained["parameters"]["trainable"],
+            "total_parameters": trained["parameters"]["total"],
+            "trainable_percent": trained["parameters"]["trainable_percent"],
+            "trainable_state_bytes": trained["trainable_state_bytes"],
+            "train_seconds": trained["train_seconds"],
+            "tokens_per_second": trained["tokens_per_second"],
+            "lr": trained["lr"],
+            **{key: value for key, value in measured.items() if not key.endswith("_results")},
+            "forgetting_val_loss_increase": measured["pretrain_val_loss"] - before["pretrain_val_loss"],
+            "forgetting_probe_accuracy_drop": before["pretrain_probe_accuracy"] - measured["pretrain_probe_accuracy"],
+        }
+    return {
+        "device": str(device), "torch_threads": torch.get_num_threads(), "steps": metrics["methods"]["full"]["steps"],
+        "batch_size": metrics["methods"]["full"]["batch_size"],
+        "base": {k: v for k, v in before.items() if not k.endswith("_results")},
+        "methods": methods,
+        "lora_unmerged": {k: v for k, v in evaluation["LoRA adapter (unmerged)"].items() if not k.endswith("_results")},
+        "lora_per_matrix": per_matrix,
+        "storage": storage,
+        "inference_latency": latency,
+        "merge_check_max_abs_logit_difference": merge_check["float32"],
+        "merge_check_float32_noise_floor_unmerged": merge_check["float32_noise_floor_unmerged"],
+        "merge_check_float32_noise_floor_merged": merge_check["float32_noise_floor_merged"],
+        "merge_check_float64": merge_check["float64"],
+        "generations": generations,
+    }
+
+
+def write_outputs(results: Path, comparison: dict, metrics: dict) -> None:
+    atomic_write_text(results / "comparison.json", json.dumps(comparison, indent=2) + "\n")
+    atomic_write_text(results / "comparison.md", comparison_markdown(comparison))
+    labels = {metrics["methods"][n]["label"]: metrics["methods"][n] for n in METHODS}
+    if not (results / "parameter_counts.png").is_file():
+        plot_parameter_counts({label: r["parameters"] for label, r in labels.items()}, results / "parameter_counts.png")
+    if not (results / "loss_curves.png").is_file():
+        plot_loss_curves({label: r["history"] for label, r in labels.items()}, results / "loss_curves.png", "Fine-tuning loss on the new domain")
+    methods = comparison["methods"]
+    plot_forgetting_vs_learning({m["label"]: (m["forgetting_val_loss_increase"], m["finetune_val_loss"]) for m in methods.values()},
+                                results / "forgetting_vs_learning.png")
+    plot_storage({name: s["file_bytes"] for name, s in comparison["storage"].items()}, results / "storage.png")
+    first = next(iter(comparison["inference_latency"].values()))
+    plot_latency(comparison["inference_latency"], results / "inference_latency.png",
+                 f"batch size 1, prompt {first['prompt_tokens']} tokens, {first['new_tokens']} new tokens, {comparison['device']}")
