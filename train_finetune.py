@@ -16,15 +16,16 @@ from pathlib import Path
 from experiment.data import add_finetune_data_flags
 from experiment.finetuning import run_finetuning
 from experiment.methods import METHODS, USER_ERRORS
-from lora.config import A_INITS, DEFAULT_TARGETS, LoRAConfig
-from minigpt.io import ArgumentParser, add_common_flags, positive_float, positive_int, probability, run_cli
+from lora.config import A_INITS, DEFAULT_TARGETS, QUANTIZE_CHOICES, LoRAConfig
+from minigpt.io import ArgumentParser, UserError, add_common_flags, positive_float, positive_int, probability, run_cli
 
 DEFAULT_STEPS, DEFAULT_BATCH_SIZE, DEFAULT_SEED = 150, 32, 1337
 
 
 def parse_args():
     parser = ArgumentParser(description="Fine-tune MiniGPT on a new domain: full, layer freezing and LoRA.")
-    parser.add_argument("--method", choices=["full", "freeze", "lora", "all"], default="all", help="which method(s) to run")
+    parser.add_argument("--method", choices=["full", "freeze", "lora", "all", "variants"], default="all",
+                        help="which method(s) to run; variants: rsLoRA, LoRA+, DoRA and QLoRA, saved under variants/")
     parser.add_argument("--pretrained", default="dist/pretrained", help="model directory written by train_pretrain.py")
     add_finetune_data_flags(parser)
     parser.add_argument("--out", default="dist/finetuning_results", help="results directory")
@@ -40,12 +41,40 @@ def parse_args():
     parser.add_argument("--dropout", type=probability, default=LoRAConfig.lora_dropout, help="dropout on the LoRA branch's input")
     parser.add_argument("--targets", default=",".join(DEFAULT_TARGETS), help="comma-separated LoRA target layer names")
     parser.add_argument("--init", choices=A_INITS, default="kaiming", help="initialisation of LoRA's A matrix")
+    add_variant_flags(parser)
     add_common_flags(parser, seed=DEFAULT_SEED)
     return parser.parse_args()
 
 
+def add_variant_flags(parser) -> None:
+    variants = parser.add_argument_group("LoRA variants (PEFT's names; see README section 3.4)")
+    variants.add_argument("--use-rslora", action="store_true", help="rsLoRA: scale the update by alpha/sqrt(r) instead of alpha/r")
+    variants.add_argument("--use-dora", action="store_true", help="DoRA: a trainable magnitude per output feature, LoRA on the direction")
+    variants.add_argument("--loraplus-lr-ratio", type=positive_float, default=None,
+                          help="LoRA+: B's learning rate is this many times A's (the paper suggests 16); off if not given")
+    variants.add_argument("--quantize-base", choices=QUANTIZE_CHOICES, default="none",
+                          help="QLoRA: store the frozen base of the LoRA targets (or of all linear layers) as 4-bit NF4")
+    variants.add_argument("--quant-block-size", type=positive_int, default=LoRAConfig.quant_block_size,
+                          help="QLoRA: weights per absmax block")
+    variants.add_argument("--no-double-quant", action="store_true", help="QLoRA: keep the block scales in float32")
+
+
+def check_flag_combinations(args) -> None:
+    """A flag the chosen method would ignore is an error, never silent."""
+    lora_flags = {"--use-rslora": args.use_rslora, "--use-dora": args.use_dora,
+                  "--loraplus-lr-ratio": args.loraplus_lr_ratio is not None, "--quantize-base": args.quantize_base != "none"}
+    given = [flag for flag, on in lora_flags.items() if on]
+    if given and args.method in ("full", "freeze"):
+        raise UserError(f"{given[0]} changes LoRA only, but --method {args.method} trains no LoRA; use --method lora")
+    if given and args.method == "variants":
+        raise UserError(f"--method variants trains every variant one at a time; drop {given[0]}, or use --method lora {given[0]}")
+    if args.quantize_base == "none" and args.method != "variants" and (args.no_double_quant or args.quant_block_size != LoRAConfig.quant_block_size):
+        raise UserError("--quant-block-size and --no-double-quant apply to QLoRA only; add --quantize-base targets")
+
+
 def main() -> None:
     args = parse_args()
+    check_flag_combinations(args)
     start = time.perf_counter()
     records, before, out = run_finetuning(args)
     print_summary(records, before, out, time.perf_counter() - start)

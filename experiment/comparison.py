@@ -21,6 +21,7 @@ from experiment.methods import METHODS, grow_vocabulary
 from experiment.new_token_rows import join_new_token_rows
 from experiment.plots import plot_forgetting_vs_learning, plot_latency, plot_loss_curves, plot_parameter_counts, plot_storage
 from experiment.report import comparison_markdown
+from experiment.variant_comparison import compare_variants
 from lora import lora_matrix_savings, merge_lora
 from minigpt.checkpoint import load_model_dir, model_fingerprint
 from minigpt.device import choose_device
@@ -142,6 +143,8 @@ def run_comparison(args) -> dict:
                   for m in metrics["methods"]["lora"]["lora"]["per_matrix"]]
 
     comparison = build_comparison(metrics, evaluation, merge_check, latency, storage, per_matrix, generations, device)
+    comparison["variants"] = compare_variants(results, args.pretrained, metrics, data, tokenizer, evaluation["pretrained base"],
+                                              device, max_logit_difference)
     write_outputs(results, comparison, metrics)
     return comparison
 

@@ -10,7 +10,10 @@ metrics.json and two plots.
 
 import copy
 import json
+from functools import partial
 from pathlib import Path
+
+import torch.nn as nn
 
 from experiment.adapter import save_adapter
 from experiment.data import prepare_finetune_data
@@ -18,7 +21,8 @@ from experiment.methods import (METHODS, check_train_last_k, grow_vocabulary, lo
                                 prepare_layer_freezing, prepare_lora)
 from experiment.new_token_rows import join_new_token_rows
 from experiment.plots import plot_loss_curves, plot_parameter_counts
-from lora import LoRAConfig, apply_lora, count_parameters, lora_matrix_savings, parameter_breakdown
+from experiment.variants import VARIANTS, quantization_report, variant_config, variant_prefix, weight_error
+from lora import LoRAConfig, apply_lora, count_parameters, lora_matrix_savings, loraplus_parameter_groups, parameter_breakdown
 from minigpt.checkpoint import load_model_dir, model_fingerprint, save_model_dir
 from minigpt.device import choose_device
 from minigpt.io import atomic_write_text, ensure_writable_dir
@@ -31,7 +35,10 @@ SHARED_SETTINGS = ("data", "probes", "pretrain_corpus", "pretrain_probes", "step
 def lora_config_from_args(args) -> LoRAConfig:
     targets = [t.strip() for t in args.targets.split(",") if t.strip()]
     return LoRAConfig(r=args.rank, lora_alpha=args.alpha if args.alpha is not None else 2.0 * args.rank,
-                      lora_dropout=args.dropout, target_modules=targets, init_lora_weights=args.init)
+                      lora_dropout=args.dropout, target_modules=targets, init_lora_weights=args.init,
+                      use_rslora=args.use_rslora, use_dora=args.use_dora, loraplus_lr_ratio=args.loraplus_lr_ratio,
+                      quantize_base=args.quantize_base, quant_block_size=args.quant_block_size,
+                      double_quant=not args.no_double_quant).validate()
 
 
 def finetune_one(method, base, data, args, lora_config, device):
@@ -48,6 +55,10 @@ def finetune_one(method, base, data, args, lora_config, device):
         details["train_last_k"] = k
     else:
         wrapped = prepare_lora(model, num_old_tokens, lora_config)
+        if lora_config.quantize_base != "none":  # QLoRA: what the 4-bit base costs and loses before training
+            linears = {name: m for name, m in base.named_modules() if isinstance(m, nn.Linear)}
+            details["quantization"] = {**quantization_report(model), **weight_error(linears, model),
+                                       "before": data.suite.measure(model, data.tokenizer, device)}
         details["lora"] = {
             **lora_config.to_dict(), "scaling": lora_config.scaling, "adapted_layers": list(wrapped),
             "per_matrix": [{"layer": name, "in": layer.in_features, "out": layer.out_features,
@@ -55,25 +66,31 @@ def finetune_one(method, base, data, args, lora_config, device):
                            for name, layer in wrapped.items()],
         }
     counts = count_parameters(model)
-    label = lora_label(lora_config.target_modules) if method.name == "lora" else method.label
+    label = lora_label(lora_config.target_modules, variant_prefix(lora_config)) if method.name == "lora" else method.label
     print(f"\n== {label}: {counts['trainable']:,} of {counts['total']:,} parameters train "
           f"({counts['trainable_percent']:.2f}%)")
     config = TrainConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr or method.lr,
                          warmup_steps=max(1, min(15, args.steps // 10)), eval_interval=args.eval_interval, seed=args.seed)
-    result = train(model, data.splits.train, data.splits.val, config, device, method.name, not args.no_progress)
+    groups = None
+    if method.name == "lora" and lora_config.loraplus_lr_ratio is not None:  # LoRA+: B's group learns ratio times faster
+        groups = partial(loraplus_parameter_groups, lr=config.lr, loraplus_lr_ratio=lora_config.loraplus_lr_ratio,
+                         weight_decay=config.weight_decay)
+    result = train(model, data.splits.train, data.splits.val, config, device, label, not args.no_progress, groups)
     record = {"method": method.name, "label": label, "lr": config.lr, "steps": config.steps,
               "batch_size": config.batch_size, "parameters": counts, "breakdown": parameter_breakdown(model),
               **details, **result.to_dict(), "after": data.suite.measure(model, data.tokenizer, device)}
     return model, record
 
 
-def save_artifacts(method, model, out, data, base, lora_config, base_fingerprint) -> dict:
+def save_artifacts(method, model, out, data, base, lora_config, base_fingerprint, variant: str | None = None) -> dict:
     """Write the method's model (and for LoRA the adapter and the merged model); return {name: path}."""
     model = model.cpu()
     if method.name == "lora":
-        adapter = save_adapter(out / "lora_adapter", model, lora_config, data.tokenizer, base_fingerprint, base.config.vocab_size)
-        merged = save_model_dir(out / "lora_merged", merge_lora_model(model), data.tokenizer)
-        return {"lora_adapter": str(adapter), "lora_merged": str(merged)}
+        adapter_key, merged_key = ("lora_adapter", "lora_merged") if variant is None else \
+            (f"variants/{variant}/adapter", f"variants/{variant}/merged")
+        adapter = save_adapter(out / adapter_key, model, lora_config, data.tokenizer, base_fingerprint, base.config.vocab_size)
+        merged = save_model_dir(out / merged_key, merge_lora_model(model), data.tokenizer)
+        return {adapter_key: str(adapter), merged_key: str(merged)}
     join_new_token_rows(model)
     return {method.directory: str(save_model_dir(out / method.directory, model, data.tokenizer))}
 
@@ -83,10 +100,11 @@ def run_finetuning(args) -> tuple[dict, dict, Path]:
     device = choose_device(args.device)
     base, base_tokenizer = load_model_dir(args.pretrained, hint="run python train_pretrain.py first")
     data = prepare_finetune_data(base_tokenizer, args.data, args.probes, args.pretrain_corpus, args.pretrain_probes, base.config.block_size)
-    names = list(METHODS) if args.method == "all" else [args.method]
+    names = {"all": list(METHODS), "variants": []}.get(args.method, [args.method])
     lora_config = lora_config_from_args(args)
-    if "lora" in names:
-        apply_lora(copy.deepcopy(base), lora_config)  # check targets and rank now, before anything trains
+    variants = list(VARIANTS) if args.method == "variants" else []
+    for config in [lora_config] + [variant_config(lora_config, v) for v in variants]:
+        apply_lora(copy.deepcopy(base), config)  # check targets, rank and block size now, before anything trains
     if "freeze" in names and args.train_last_k is not None:
         check_train_last_k(args.train_last_k, base.config.n_layer)  # now, before anything trains
     out = ensure_writable_dir(args.out)
@@ -97,21 +115,26 @@ def run_finetuning(args) -> tuple[dict, dict, Path]:
 
     before = data.suite.measure(grow_vocabulary(base, data.tokenizer.vocab_size, args.seed).to(device), data.tokenizer, device)
 
-    records, artifacts = {}, {}
+    records, variant_records, artifacts = {}, {}, {}
     for name in names:
         method = METHODS[name]
         model, record = finetune_one(method, base, data, args, lora_config, device)
         artifacts.update(save_artifacts(method, model, out, data, base, lora_config, base_fingerprint))
         records[name] = record
+    for variant in variants:
+        config = variant_config(lora_config, variant)
+        model, record = finetune_one(METHODS["lora"], base, data, args, config, device)
+        artifacts.update(save_artifacts(METHODS["lora"], model, out, data, base, config, base_fingerprint, variant))
+        variant_records[variant] = {**record, "variant": variant}
 
     metrics = {
         "settings": {k: v for k, v in vars(args).items()}, "device": str(device),
         "base_vocab_size": base_tokenizer.vocab_size, "vocab_size": data.tokenizer.vocab_size,
         "new_words": data.new_words, "base_fingerprint": base_fingerprint, "before": before,
-        "methods": records, "artifacts": artifacts,
+        "methods": records, "variants": variant_records, "artifacts": artifacts,
     }
     write_results(out, metrics)
-    return records, before, out
+    return {**records, **variant_records}, before, out
 
 
 def write_results(out: Path, metrics: dict) -> None:
@@ -123,8 +146,10 @@ def write_results(out: Path, metrics: dict) -> None:
             comparable = earlier["base_fingerprint"] == metrics["base_fingerprint"] and all(
                 earlier["settings"][key] == metrics["settings"][key] for key in SHARED_SETTINGS)
             kept = {name: record for name, record in earlier["methods"].items() if name not in metrics["methods"]}
+            kept_variants = {name: r for name, r in earlier.get("variants", {}).items() if name not in metrics["variants"]}
             if comparable:
                 metrics["methods"] = {**kept, **metrics["methods"]}
+                metrics["variants"] = {**kept_variants, **metrics["variants"]}
                 metrics["artifacts"] = {**earlier["artifacts"], **metrics["artifacts"]}
             elif kept:
                 print(f"note: earlier results for {', '.join(kept)} in {previous} used other settings and are dropped")
@@ -132,7 +157,9 @@ def write_results(out: Path, metrics: dict) -> None:
             pass  # an unreadable earlier file is simply replaced
     ordered = {name: metrics["methods"][name] for name in METHODS if name in metrics["methods"]}
     metrics["methods"] = ordered
+    metrics["variants"] = {name: metrics["variants"][name] for name in VARIANTS if name in metrics["variants"]}
     atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2) + "\n")
-    plot_parameter_counts({r["label"]: r["parameters"] for r in ordered.values()}, out / "parameter_counts.png")
-    plot_loss_curves({r["label"]: r["history"] for r in ordered.values()}, out / "loss_curves.png",
+    runs = [*ordered.values(), *metrics["variants"].values()]
+    plot_parameter_counts({r["label"]: r["parameters"] for r in runs}, out / "parameter_counts.png")
+    plot_loss_curves({r["label"]: r["history"] for r in runs}, out / "loss_curves.png",
                      "Fine-tuning loss on the new domain")

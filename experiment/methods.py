@@ -45,10 +45,10 @@ METHODS = {
 }
 
 
-def lora_label(targets) -> str:
-    """"LoRA (Q, K, V, O)" for the attention projections; other layer names as they are."""
+def lora_label(targets, prefix: str = "LoRA") -> str:
+    """"LoRA (Q, K, V, O)" for the attention projections; other layer names as they are; "DoRA (...)" for a variant."""
     short = [t[0].upper() if t in ("q_proj", "k_proj", "v_proj", "o_proj") else t for t in targets]
-    return f"LoRA ({', '.join(short)})"
+    return f"{prefix} ({', '.join(short)})"
 
 
 def grow_vocabulary(base, vocab_size: int, seed: int):

@@ -7,8 +7,9 @@ def _rows(comparison: dict) -> list[list[str]]:
     base = comparison["base"]
     rows = [["pretrained base", "-", "-", "-", "-", "-", f"{base['finetune_val_loss']:.3f}", f"{base['finetune_val_perplexity']:.1f}",
              f"{base['finetune_probe_accuracy']:.0%}", f"{base['pretrain_val_loss']:.3f}", f"{base['pretrain_probe_accuracy']:.0%}"]]
-    for name, m in comparison["methods"].items():
-        disk = comparison["storage"][ARTIFACT[name]]["file_bytes"]
+    runs = [(m, comparison["storage"][ARTIFACT[name]]["file_bytes"]) for name, m in comparison["methods"].items()]
+    runs += [(v, v["adapter_file_bytes"]) for v in comparison.get("variants", {}).values()]
+    for m, disk in runs:
         rows.append([
             m["label"], f"{m['trainable_parameters']:,} ({m['trainable_percent']:.1f}%)",
             f"{m['trainable_state_bytes'] / 1024:,.0f} KiB", f"{disk / 1024:,.0f} KiB",
@@ -37,6 +38,8 @@ def print_table(comparison: dict) -> None:
           f"(rounding alone, each against float64: unmerged {comparison['merge_check_float32_noise_floor_unmerged']:.2e}, "
           f"merged {comparison['merge_check_float32_noise_floor_merged']:.2e}; the same merge in float64: "
           f"{comparison['merge_check_float64']:.2e})")
+    for variant in comparison.get("variants", {}).values():
+        print(f"{variant['label']}: merge check {variant['merge_check_max_abs_logit_difference']:.2e}" + _quantization_line(variant))
     storage = comparison["storage"]
     print(f"storage: LoRA adapter {storage['lora_adapter']['file_bytes'] / 1024:.1f} KiB vs merged model "
           f"{storage['lora_merged']['file_bytes'] / 1024:.1f} KiB "
@@ -53,6 +56,12 @@ def comparison_markdown(comparison: dict) -> str:
     lines += ["", "## LoRA parameters per adapted matrix", "", "| layer | in x out | full update | LoRA r(in+out) | ratio |", "|---|---|---|---|---|"]
     for m in comparison["lora_per_matrix"]:
         lines.append(f"| {m['layer']} | {m['in']} x {m['out']} | {m['full']:,} | {m['lora']:,} | {m['ratio']:.1%} |")
+    if comparison.get("variants"):
+        lines += ["", "## LoRA variants", "", "| variant | merge check (max abs logit difference) | adapter file bytes | 4-bit base |",
+                  "|---|---|---|---|"]
+        for v in comparison["variants"].values():
+            lines.append(f"| {v['label']} | {v['merge_check_max_abs_logit_difference']:.2e} | {v['adapter_file_bytes']:,} | "
+                         f"{_quantization_line(v).lstrip('; ') or '-'} |")
     lines += ["", "## Storage", "", "| artifact | file bytes | tensor bytes |", "|---|---|---|"]
     for name, s in comparison["storage"].items():
         lines.append(f"| {name} | {s['file_bytes']:,} | {s['tensor_bytes']:,} |")
@@ -73,3 +82,14 @@ def comparison_markdown(comparison: dict) -> str:
         lines += [f"| {name} | {text} |" for name, text in outputs.items()]
         lines.append("")
     return "\n".join(lines)
+
+
+def _quantization_line(variant: dict) -> str:
+    """QLoRA's figures in one clause: bytes, bits per weight, weight error, the quantized base's losses before training."""
+    q = variant.get("quantization") or {}
+    if not q:
+        return ""
+    return (f"; 4-bit base {q['nf4_bytes']:,} bytes against {q['float32_bytes']:,} in float32, "
+            f"{q['bits_per_weight']:.3f} bits per weight ({q['bits_per_weight_without_double_quant']:.3f} without double "
+            f"quantization), weight error {q['relative_weight_error']:.1%} (relative); the quantized base before training: "
+            f"new val loss {q['before']['finetune_val_loss']:.3f}, old val loss {q['before']['pretrain_val_loss']:.3f}")

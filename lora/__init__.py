@@ -3,18 +3,23 @@
 Read in this order: config.py (the hyperparameters), layer.py (the idea:
 h = W x + (alpha/r) B A x), apply.py (putting it into a model), merge.py
 (folding it back out), state.py (saving just A and B), parameters.py (counting).
+Then the variants: scaling.py (rsLoRA), loraplus.py (LoRA+), dora.py (DoRA),
+nf4.py (QLoRA's 4-bit base), and variants.py (which one a config asks for).
 """
 
 from lora.apply import apply_lora, lora_layers
 from lora.config import LoRAConfig
+from lora.dora import DoRALinear
 from lora.errors import LoRAError
 from lora.layer import LoRALinear
+from lora.loraplus import loraplus_parameter_groups
 from lora.merge import merge_lora
+from lora.nf4 import NF4Linear
 from lora.parameters import count_parameters, lora_matrix_savings, parameter_breakdown
 from lora.state import load_lora_state_dict, load_lora_weights, lora_state_dict, save_lora_weights
 
 __all__ = [
-    "LoRAConfig", "LoRAError", "LoRALinear", "apply_lora", "lora_layers", "merge_lora",
+    "LoRAConfig", "LoRAError", "LoRALinear", "DoRALinear", "NF4Linear", "loraplus_parameter_groups", "apply_lora", "lora_layers", "merge_lora",
     "lora_state_dict", "load_lora_state_dict", "save_lora_weights", "load_lora_weights",
     "count_parameters", "parameter_breakdown", "lora_matrix_savings",
 ]

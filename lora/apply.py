@@ -10,6 +10,7 @@ import torch.nn as nn
 
 from lora.config import LoRAConfig
 from lora.layer import LoRALinear
+from lora.variants import build_lora_layer, quantize_untargeted_linears
 from lora.errors import LoRAError
 
 
@@ -46,14 +47,27 @@ def apply_lora(model: nn.Module, config: LoRAConfig) -> dict[str, LoRALinear]:
         if config.r > limit:
             raise LoRAError(f"LoRA rank {config.r} is larger than {name} allows (min(in, out) = {limit}); use a rank from 1 to {limit}")
 
+    untargeted = {name: m for name, m in linears.items() if name not in chosen and id(m.weight) not in tied}
+    if config.quantize_base != "none":
+        _check_quantizable({**chosen, **untargeted} if config.quantize_base == "all" else chosen, config.quant_block_size)
+
     for parameter in model.parameters():
         parameter.requires_grad_(False)
     wrapped = {}
     for name, linear in chosen.items():
-        layer = LoRALinear(linear, config.r, config.lora_alpha, config.lora_dropout, config.init_lora_weights)
+        layer = build_lora_layer(linear, config)  # a LoRALinear; DoRA or on a 4-bit base if the config says so
         set_submodule(model, name, layer)
         wrapped[name] = layer
+    for name, quantized in quantize_untargeted_linears(untargeted, config).items():
+        set_submodule(model, name, quantized)
     return wrapped
+
+
+def _check_quantizable(linears: dict[str, nn.Linear], block_size: int) -> None:
+    for name, linear in linears.items():
+        if linear.weight.numel() % block_size:
+            raise LoRAError(f"QLoRA block size {block_size} does not divide {name}'s {linear.weight.numel()} weights; "
+                            "use a block size that divides every quantized layer's weight count, such as 64")
 
 
 def lora_layers(model: nn.Module) -> dict[str, LoRALinear]:

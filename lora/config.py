@@ -19,12 +19,15 @@
 """
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 
 from lora.errors import LoRAError
+from lora.scaling import lora_scaling
 
 DEFAULT_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj")
 A_INITS = ("kaiming", "gaussian")
+QUANTIZE_CHOICES = ("none", "targets", "all")
+REQUIRED_KEYS = ("r", "lora_alpha", "lora_dropout", "target_modules", "init_lora_weights")
 
 
 @dataclass
@@ -34,10 +37,17 @@ class LoRAConfig:
     lora_dropout: float = 0.0  # PEFT's default; the toy domain needs no extra regularisation
     target_modules: list[str] = field(default_factory=lambda: list(DEFAULT_TARGETS))
     init_lora_weights: str = "kaiming"
+    # The variants (each off by default; lora/scaling.py, lora/dora.py, lora/loraplus.py, lora/nf4.py):
+    use_rslora: bool = False  # rsLoRA: scale by alpha / sqrt(r) instead of alpha / r
+    use_dora: bool = False  # DoRA: a trainable magnitude per output feature, LoRA on the direction
+    loraplus_lr_ratio: float | None = None  # LoRA+: B learns this many times faster than A (optimizer only)
+    quantize_base: str = "none"  # QLoRA: "targets" or "all" linear layers stored as 4-bit NF4
+    quant_block_size: int = 64  # QLoRA: weights per absmax block
+    double_quant: bool = True  # QLoRA: quantize the block scales again, to 8 bits
 
     @property
     def scaling(self) -> float:
-        return self.lora_alpha / self.r
+        return lora_scaling(self.lora_alpha, self.r, self.use_rslora)
 
     def validate(self) -> "LoRAConfig":
         if isinstance(self.r, bool) or not isinstance(self.r, int) or self.r < 1:
@@ -56,15 +66,30 @@ class LoRAConfig:
             raise LoRAError("target_modules is empty; name at least one layer, e.g. q_proj")
         if self.init_lora_weights not in A_INITS:
             raise LoRAError(f"init_lora_weights must be one of {', '.join(A_INITS)}, got {self.init_lora_weights!r}")
+        self._validate_variants()
         return self
+
+    def _validate_variants(self) -> None:
+        for name in ("use_rslora", "use_dora", "double_quant"):
+            if not isinstance(getattr(self, name), bool):
+                raise LoRAError(f"{name} must be true or false, got {getattr(self, name)!r}")
+        ratio = self.loraplus_lr_ratio
+        if ratio is not None and (isinstance(ratio, bool) or not isinstance(ratio, (int, float))
+                                  or not math.isfinite(ratio) or ratio <= 0):
+            raise LoRAError(f"loraplus_lr_ratio must be a finite number greater than 0 (the paper suggests 16), got {ratio!r}")
+        if self.quantize_base not in QUANTIZE_CHOICES:
+            raise LoRAError(f"quantize_base must be one of {', '.join(QUANTIZE_CHOICES)}, got {self.quantize_base!r}")
+        size = self.quant_block_size
+        if isinstance(size, bool) or not isinstance(size, int) or size < 2 or size % 2:
+            raise LoRAError(f"quant_block_size must be an even whole number of at least 2, got {size!r}; 64 is QLoRA's")
 
     def to_dict(self) -> dict:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, values: dict) -> "LoRAConfig":
-        names = {"r", "lora_alpha", "lora_dropout", "target_modules", "init_lora_weights"}
-        missing = sorted(names - set(values))
+        missing = sorted(set(REQUIRED_KEYS) - set(values))
         if missing:
             raise ValueError(f"LoRA config lacks {missing}")
-        return cls(**{name: values[name] for name in names}).validate()
+        names = {f.name for f in fields(cls)}  # the variant fields are optional: older adapters lack them
+        return cls(**{name: values[name] for name in names if name in values}).validate()

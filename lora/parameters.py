@@ -2,11 +2,16 @@
 
 import torch.nn as nn
 
+from lora.nf4 import NF4Linear
+
 
 def count_parameters(model: nn.Module) -> dict:
     """{"total", "trainable", "trainable_percent"}; a tied (shared) tensor is counted once."""
     unique = {id(p): p for p in model.parameters()}.values()
-    total = sum(p.numel() for p in unique)
+    # A 4-bit base (QLoRA) holds its frozen weights as buffers; they are still the model's parameters.
+    quantized = sum(m.in_features * m.out_features + (0 if m.bias is None else m.bias.numel())
+                    for m in model.modules() if isinstance(m, NF4Linear))
+    total = sum(p.numel() for p in unique) + quantized
     trainable = sum(p.numel() for p in unique if p.requires_grad)
     return {"total": total, "trainable": trainable, "trainable_percent": 100.0 * trainable / total}
 

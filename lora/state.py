@@ -1,4 +1,4 @@
-"""The adapter's tensors: just A and B, as a state dict, in memory or in a file.
+"""The adapter's tensors: just A and B (and DoRA's magnitude), as a state dict, in memory or in a file.
 
 An adapter is tiny because it stores nothing else: for every LoRA layer
 `<layer>.lora_A.weight` (r, in) and `<layer>.lora_B.weight` (out, r), the keys
@@ -19,16 +19,21 @@ from lora.errors import LoRAError
 
 
 def lora_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
-    """Exactly the A and B tensors: {"<layer>.lora_A.weight": ..., "<layer>.lora_B.weight": ...}."""
+    """Exactly the adapter's own tensors: every parameter of a LoRA layer whose name starts with "lora_".
+
+    For plain LoRA that is "<layer>.lora_A.weight" (r, in) and "<layer>.lora_B.weight"
+    (out, r); a DoRA layer adds "<layer>.lora_magnitude" (out,). The frozen base is never included.
+    """
     state = {}
     for name, layer in lora_layers(model).items():
-        state[f"{name}.lora_A.weight"] = layer.lora_A.weight.detach().cpu().clone()
-        state[f"{name}.lora_B.weight"] = layer.lora_B.weight.detach().cpu().clone()
+        for parameter_name, parameter in layer.named_parameters():
+            if parameter_name.startswith("lora_"):
+                state[f"{name}.{parameter_name}"] = parameter.detach().cpu().clone()
     return state
 
 
 def load_lora_state_dict(model: nn.Module, state: dict, source: str = "adapter") -> None:
-    """Copy A and B tensors in; the key sets, shapes and dtypes must fit exactly."""
+    """Copy the adapter's tensors in; the key sets, shapes and dtypes must fit exactly."""
     if not isinstance(state, dict) or not all(torch.is_tensor(v) and v.is_floating_point() for v in state.values()):
         raise LoRAError(f"{source} is not a state dict of floating-point tensors")
     expected = lora_state_dict(model)
@@ -37,15 +42,13 @@ def load_lora_state_dict(model: nn.Module, state: dict, source: str = "adapter")
     if missing or unexpected:
         raise LoRAError(
             f"{source} does not fit this model: {len(missing)} missing key(s) {missing[:3]}, "
-            f"{len(unexpected)} unexpected key(s) {unexpected[:3]}; was it trained with other target modules?"
+            f"{len(unexpected)} unexpected key(s) {unexpected[:3]}; was it trained with other target modules or another variant?"
         )
-    layers = lora_layers(model)
     for key, tensor in state.items():
         if tuple(tensor.shape) != tuple(expected[key].shape):
             raise LoRAError(f"{source}: {key} has shape {tuple(tensor.shape)}, the model expects "
                             f"{tuple(expected[key].shape)}; was it trained with another rank?")
-        layer_name, _, parameter_path = key.partition(".lora_")
-        target = getattr(layers[layer_name], "lora_" + parameter_path.split(".")[0]).weight
+        target = model.get_parameter(key)
         with torch.no_grad():
             target.copy_(tensor.to(target.device, target.dtype))
 

@@ -60,15 +60,22 @@ def learning_rate_at(step: int, config: TrainConfig) -> float:
     return config.lr * (config.min_lr_ratio + (1.0 - config.min_lr_ratio) * cosine)
 
 
-def make_optimizer(model: torch.nn.Module, config: TrainConfig) -> torch.optim.AdamW:
-    """AdamW over the trainable parameters only; matrices decay, biases and norms do not."""
-    trainable = {name: p for name, p in model.named_parameters() if p.requires_grad}
-    if not trainable:
-        raise ValueError("the model has no trainable parameters")
-    decay = [p for p in trainable.values() if p.dim() >= 2]
-    no_decay = [p for p in trainable.values() if p.dim() < 2]
-    groups = [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.AdamW([g for g in groups if g["params"]], lr=config.lr, betas=(0.9, 0.95))
+def make_optimizer(model: torch.nn.Module, config: TrainConfig, parameter_groups: list[dict] | None = None) -> torch.optim.AdamW:
+    """AdamW over the trainable parameters only; matrices decay, biases and norms do not.
+
+    `parameter_groups` replaces that default grouping (for example LoRA+, where
+    one group learns faster); each group's lr is kept as a multiple of config.lr,
+    so the warmup and cosine schedule scale every group alike.
+    """
+    if parameter_groups is None:
+        trainable = {name: p for name, p in model.named_parameters() if p.requires_grad}
+        if not trainable:
+            raise ValueError("the model has no trainable parameters")
+        decay = [p for p in trainable.values() if p.dim() >= 2]
+        no_decay = [p for p in trainable.values() if p.dim() < 2]
+        parameter_groups = [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    groups = [{**g, "lr_multiplier": g.get("lr", config.lr) / config.lr} for g in parameter_groups if g["params"]]
+    return torch.optim.AdamW(groups, lr=config.lr, betas=(0.9, 0.95))
 
 
 @torch.no_grad()
@@ -102,11 +109,14 @@ def trainable_state_bytes(model: torch.nn.Module, optimizer: torch.optim.Optimiz
 
 
 def train(model, train_data: torch.Tensor, val_data: torch.Tensor, config: TrainConfig, device, description="training",
-          show_progress: bool = True) -> TrainResult:
-    """Train `model` in place on random windows of train_data; return the history and measurements."""
+          show_progress: bool = True, parameter_groups=None) -> TrainResult:
+    """Train `model` in place on random windows of train_data; return the history and measurements.
+
+    `parameter_groups`, if given, is a function model -> AdamW groups (called after the model moved to `device`).
+    """
     model.to(device)
     model.train()
-    optimizer = make_optimizer(model, config)
+    optimizer = make_optimizer(model, config, parameter_groups(model) if parameter_groups else None)
     generator = torch.Generator().manual_seed(config.seed)  # batch order depends on the seed alone
     block_size = model.config.block_size
     result = TrainResult(trainable_parameters=sum(p.numel() for p in model.parameters() if p.requires_grad))
@@ -124,7 +134,7 @@ def train(model, train_data: torch.Tensor, val_data: torch.Tensor, config: Train
     for step in progress:
         step_start = time.perf_counter()
         for group in optimizer.param_groups:
-            group["lr"] = learning_rate_at(step, config)
+            group["lr"] = learning_rate_at(step, config) * group["lr_multiplier"]
         x, y = get_batch(train_data, block_size, config.batch_size, generator, device)
         _, loss = model(x, y)
         optimizer.zero_grad(set_to_none=True)

@@ -73,6 +73,8 @@ def pipeline(tmp_path_factory):
                             "--steps", "30", "--eval-interval", "10", *TINY_FLAGS]),
         ("train_finetune", ["--pretrained", pretrained, "--out", results, *FINETUNE_DATA_FLAGS, "--steps", "8",
                             "--eval-interval", "4", "--batch-size", "8", "--no-progress"]),
+        ("train_finetune", ["--pretrained", pretrained, "--out", results, *FINETUNE_DATA_FLAGS, "--steps", "8",
+                            "--eval-interval", "4", "--batch-size", "8", "--no-progress", "--method", "variants"]),
         ("compare", ["--pretrained", pretrained, "--results", results, *FINETUNE_DATA_FLAGS,
                      "--latency-tokens", "4", "--latency-repeats", "2"]),
     ):
