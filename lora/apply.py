@@ -31,6 +31,8 @@ def apply_lora(model: nn.Module, config: LoRAConfig) -> dict[str, LoRALinear]:
     require gradients (callers may unfreeze more, e.g. new embedding rows).
     """
     config.validate()
+    if lora_layers(model):
+        raise LoRAError("the model already has LoRA layers; apply LoRA to a fresh copy of the base model, or merge_lora first")
     linears = {name: m for name, m in model.named_modules() if isinstance(m, nn.Linear)}
     layer_names = sorted({name.rpartition(".")[2] for name in linears})
     tied = {id(p) for m in model.modules() if isinstance(m, nn.Embedding) for p in m.parameters()}

@@ -25,8 +25,6 @@ import warnings
 import torch
 import torch.nn as nn
 
-from lora.scaling import lora_scaling
-
 
 class LoRALinear(nn.Module):
     def __init__(self, base: nn.Linear, r: int, lora_alpha: float, lora_dropout: float = 0.0, init_lora_weights: str = "kaiming",
@@ -37,7 +35,9 @@ class LoRALinear(nn.Module):
             parameter.requires_grad_(False)
         self.r = r
         self.lora_alpha = lora_alpha
-        self.scaling = lora_scaling(lora_alpha, r, use_rslora)  # alpha / r (or alpha / sqrt(r) for rsLoRA)
+        self.scaling = lora_alpha / r  # the paper's scaling (section 4.1)
+        if use_rslora:  # rsLoRA: alpha / sqrt(r), so the update keeps its size as r grows (lora/scaling.py says why)
+            self.scaling = lora_alpha / math.sqrt(r)
         device, dtype = base.weight.device, base.weight.dtype
         self.lora_A = nn.Linear(base.in_features, r, bias=False, device=device, dtype=dtype)  # weight (r, in)
         self.lora_B = nn.Linear(r, base.out_features, bias=False, device=device, dtype=dtype)  # weight (out, r)

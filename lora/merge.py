@@ -24,9 +24,9 @@ def merge_lora(model: nn.Module) -> nn.Module:
     for name, layer in lora_layers(merged).items():
         if isinstance(layer.base, NF4Linear):  # QLoRA: a float32 layer from the dequantized weight + the update
             set_submodule(merged, name, merge_qlora(layer))
-        else:
-            layer.merge()
-            set_submodule(merged, name, layer.base)
+            continue
+        layer.merge()
+        set_submodule(merged, name, layer.base)
     for name, quantized in [(n, m) for n, m in merged.named_modules() if isinstance(m, NF4Linear)]:
         set_submodule(merged, name, dequantize_to_linear(quantized))  # untargeted 4-bit layers: float32 again
     for parameter in merged.parameters():
