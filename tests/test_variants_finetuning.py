@@ -10,7 +10,7 @@ from experiment.adapter import load_adapter, save_adapter
 from experiment.methods import merge_lora_model, prepare_lora
 from lora import DoRALinear, LoRAConfig, LoRAError, NF4Linear, apply_lora, lora_layers, lora_state_dict
 from minigpt.checkpoint import model_fingerprint, save_model_dir
-from minigpt.data import get_batch
+from minigpt.io import UserError
 from minigpt.tokenizer import WordTokenizer
 from minigpt.training import TrainConfig, train
 
@@ -67,6 +67,20 @@ def test_a_trained_variant_adapter_round_trips_and_merges(name, tmp_path):
     merged = merge_lora_model(trained)
     assert not any(isinstance(m, NF4Linear) for m in merged.modules())
     assert (merged(idx)[0] - trained(idx)[0]).abs().max().item() < 1e-5
+
+    save_model_dir(tmp_path / "other", tiny_model(vocab_size=50, seed=7), tokenizer)
+    with pytest.raises(UserError, match="trained on a different base model"):
+        load_adapter(tmp_path / "adapter", tmp_path / "other")
+
+
+@pytest.mark.parametrize("name", ["rslora", "loraplus", "dora"])
+def test_training_a_variant_leaves_every_base_weight_bit_identical(name):
+    config = LoRAConfig(r=2, lora_alpha=4, **VARIANT_CONFIGS[name])
+    original = tiny_model(vocab_size=50).state_dict()
+    trained = trained_variant(config)
+    base_weights = {key.replace(".base.", "."): value for key, value in trained.state_dict().items()
+                    if "lora_" not in key and "token_embedding" not in key and "lm_head" not in key}
+    assert base_weights and all(torch.equal(original[key], value) for key, value in base_weights.items())
 
 
 def test_dora_saves_its_magnitude_with_a_and_b():
