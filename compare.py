@@ -9,6 +9,12 @@ the plots forgetting_vs_learning.png, storage.png and inference_latency.png
 (plus parameter_counts.png and loss_curves.png if missing) to the results directory.
 """
 
+import signal
+import sys
+
+# Ctrl-C while torch is still loading: one line, not a KeyboardInterrupt traceback (run_cli takes over once main starts).
+signal.signal(signal.SIGINT, lambda *_: (print("interrupted during start-up; nothing was written", file=sys.stderr), sys.exit(130)))
+
 import time
 from pathlib import Path
 

@@ -10,12 +10,19 @@ lora_adapter/ (A/B tensors, new word rows, config, tokenizer), lora_merged/,
 metrics.json, parameter_counts.png and loss_curves.png.
 """
 
+import signal
+import sys
+
+# Ctrl-C while torch is still loading: one line, not a KeyboardInterrupt traceback (run_cli takes over once main starts).
+signal.signal(signal.SIGINT, lambda *_: (print("interrupted during start-up; nothing was written", file=sys.stderr), sys.exit(130)))
+
 import time
 from pathlib import Path
 
 from experiment.data import add_finetune_data_flags
 from experiment.finetuning import run_finetuning
 from experiment.methods import METHODS, USER_ERRORS
+from experiment.report import percent
 from lora.config import A_INITS, DEFAULT_TARGETS, QUANTIZE_CHOICES, LoRAConfig
 from minigpt.io import ArgumentParser, UserError, add_common_flags, positive_float, positive_int, probability, run_cli
 
@@ -85,14 +92,17 @@ def print_summary(records: dict, before: dict, out: Path, seconds: float) -> Non
     header = f"{'method':<20} {'trainable params':>20} {'new val loss':>12} {'new probes':>10} {'old val loss':>12} {'time':>7}"
     print(header)
     print("-" * len(header))
-    print(f"{'pretrained base':<20} {'-':>20} {before['finetune_val_loss']:>12.3f} {before['finetune_probe_accuracy']:>10.0%} "
+    print(f"{'pretrained base':<20} {'-':>20} {before['finetune_val_loss']:>12.3f} {percent(before['finetune_probe_accuracy']):>10} "
           f"{before['pretrain_val_loss']:>12.3f} {'-':>7}")
     for record in records.values():
         p, after = record["parameters"], record["after"]
         trainable = f"{p['trainable']:,} ({p['trainable_percent']:.1f}%)"
-        print(f"{record['label']:<20} {trainable:>20} {after['finetune_val_loss']:>12.3f} {after['finetune_probe_accuracy']:>10.0%} "
+        print(f"{record['label']:<20} {trainable:>20} {after['finetune_val_loss']:>12.3f} {percent(after['finetune_probe_accuracy']):>10} "
               f"{after['pretrain_val_loss']:>12.3f} {record['train_seconds']:>6.1f}s")
     print(f"(new = the fine-tuning domain, learning; old = the pretraining corpus, forgetting.) Total wall time {seconds:.1f} s")
+    evaluating, looping = sum(r["eval_seconds"] for r in records.values()), sum(r["wall_seconds"] for r in records.values())
+    print(f"periodic evaluation {evaluating:.1f} s, {evaluating / max(looping, 1e-9):.0%} of the training loops' wall time "
+          "(--eval-interval sets how often)")
 
 
 if __name__ == "__main__":

@@ -8,6 +8,12 @@ and loss.png. Ends with a summary: losses, perplexity against a unigram
 baseline, knowledge-probe accuracy, speed, and three greedy samples.
 """
 
+import signal
+import sys
+
+# Ctrl-C while torch is still loading: one line, not a KeyboardInterrupt traceback (run_cli takes over once main starts).
+signal.signal(signal.SIGINT, lambda *_: (print("interrupted during start-up; nothing was written", file=sys.stderr), sys.exit(130)))
+
 import time
 
 from experiment.methods import USER_ERRORS
@@ -23,7 +29,8 @@ def parse_args():
     defaults, model_defaults = TrainConfig(), GPTConfig()
     parser = ArgumentParser(description="Pretrain MiniGPT on a word-level toy corpus.")
     parser.add_argument("--corpus", default="data/pretrain.txt", help="UTF-8 text, documents separated by blank lines")
-    parser.add_argument("--probes", default="data/pretrain_probes.json", help="knowledge probes: JSON list of {prompt, answer}")
+    parser.add_argument("--probes", default=None, help="knowledge probes: JSON list of {prompt, answer} (default: <corpus>_probes.json "
+                        "beside the corpus, data/pretrain_probes.json for the default; none for a corpus without one)")
     parser.add_argument("--out", default="dist/pretrained", help="model directory to write")
     parser.add_argument("--steps", type=positive_int, default=defaults.steps, help="optimisation steps")
     parser.add_argument("--batch-size", type=positive_int, default=defaults.batch_size, help="windows per step")
@@ -34,6 +41,8 @@ def parse_args():
     parser.add_argument("--n-head", type=positive_int, default=model_defaults.n_head, help="attention heads")
     parser.add_argument("--n-embd", type=positive_int, default=model_defaults.n_embd, help="model width")
     parser.add_argument("--dropout", type=probability, default=model_defaults.dropout, help="dropout probability")
+    parser.add_argument("--min-count", type=positive_int, default=1, help="leave out words seen fewer times; they read as <unk>")
+    parser.add_argument("--max-vocab", type=positive_int, default=None, help="keep at most this many tokens, the most frequent (default: all)")
     parser.add_argument("--prompt", nargs="+", default=SAMPLE_PROMPTS, help="prompt to sample from (one or more, each in quotes)")
     add_common_flags(parser, seed=defaults.seed)
     return parser.parse_args()
@@ -47,8 +56,14 @@ def main() -> None:
     print(f"\nsaved {summary['out']}/: config.json, model.pt, tokenizer.json, history.json, loss.png")
     print(f"final loss          train {summary['train_loss']:.3f} | validation {summary['val_loss']:.3f}")
     print(f"validation perplexity {summary['val_perplexity']:.2f}  (unigram baseline: {summary['unigram_val_perplexity']:.1f})")
-    print(f"probe accuracy      {summary['probe_accuracy']:.0%} ({sum(p['correct'] for p in probes)}/{len(probes)} knowledge probes)")
+    if summary["probe_accuracy"] is None:
+        print("probe accuracy      skipped (no probe file; pass --probes)")
+    else:
+        print(f"probe accuracy      {summary['probe_accuracy']:.0%} ({sum(p['correct'] for p in probes)}/{len(probes)} knowledge probes)")
     print(f"speed               {summary['tokens_per_second']:,.0f} tokens/s training | wall time {time.perf_counter() - start:.1f} s")
+    print(f"evaluation          {summary['eval_seconds']:.1f} s in {summary['evaluations']} evaluations, "
+          f"{summary['eval_seconds'] / max(summary['wall_seconds'], 1e-9):.0%} of the training loop's wall time "
+          f"(every {summary['eval_interval']} steps; --eval-interval sets how often)")
     if summary["unknown_prompt_note"]:
         print(summary["unknown_prompt_note"])
     print("samples (greedy):")

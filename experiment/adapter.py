@@ -20,8 +20,8 @@ import torch
 
 from experiment.new_token_rows import SplitEmbedding, split_new_token_rows
 from lora import LoRAConfig, LoRAError, apply_lora, load_lora_state_dict, load_lora_weights, save_lora_weights
-from minigpt.checkpoint import load_model_dir, model_fingerprint
-from minigpt.io import UserError, load_tensor_file, read_text_file, write_directory_atomically
+from minigpt.checkpoint import RUN_FILE, load_model_dir, model_fingerprint
+from minigpt.io import UserError, load_tensor_file, read_text_file, recover_directory, write_directory_atomically
 from minigpt.tokenizer import WordTokenizer
 
 LORA_WEIGHTS, EMBEDDING_WEIGHTS, LORA_CONFIG, TOKENIZER = "lora_weights.pt", "embedding_weights.pt", "lora_config.json", "tokenizer.json"
@@ -30,7 +30,8 @@ FORMAT_VERSION = 1
 RERUN = "re-run python train_finetune.py --method lora"
 
 
-def save_adapter(path, model, config: LoRAConfig, tokenizer: WordTokenizer, base_fingerprint: str, base_vocab_size: int):
+def save_adapter(path, model, config: LoRAConfig, tokenizer: WordTokenizer, base_fingerprint: str, base_vocab_size: int,
+                 run_info: dict | None = None):
     """Write the adapter directory atomically. `model` carries LoRA layers and split embedding rows."""
     if not isinstance(model.token_embedding, SplitEmbedding):
         raise ValueError("expected the new word rows to be split off (split_new_token_rows)")
@@ -49,12 +50,15 @@ def save_adapter(path, model, config: LoRAConfig, tokenizer: WordTokenizer, base
         torch.save({"token_ids": token_ids, "rows": new_rows}, directory / EMBEDDING_WEIGHTS)
         (directory / LORA_CONFIG).write_text(json.dumps(settings, indent=2) + "\n", encoding="utf-8")
         (directory / TOKENIZER).write_text(tokenizer.to_json(), encoding="utf-8")
+        if run_info is not None:  # which run wrote it: compare.py refuses a results folder mixing runs
+            (directory / RUN_FILE).write_text(json.dumps(run_info, indent=2) + "\n", encoding="utf-8")
 
     return write_directory_atomically(path, write_files)
 
 
 def read_adapter_config(path) -> dict:
     path = Path(path)
+    recover_directory(path)  # finish a save that was killed before anything is read
     if not path.is_dir():
         raise UserError(f"adapter directory {path} does not exist; run python train_finetune.py --method lora first")
     for name in ADAPTER_FILES:

@@ -15,7 +15,8 @@ import torch
 from tqdm.auto import tqdm
 
 from experiment.adapter import load_adapter
-from experiment.data import prepare_finetune_data
+from experiment.data import prepare_finetune_data, resolve_data_paths
+from experiment.finetuning import ARTIFACT_DIRECTORIES, check_record
 from experiment.measure import directory_bytes, milliseconds_per_token, raw_tensor_bytes
 from experiment.methods import METHODS, grow_vocabulary
 from experiment.new_token_rows import join_new_token_rows
@@ -23,10 +24,10 @@ from experiment.plots import plot_forgetting_vs_learning, plot_latency, plot_los
 from experiment.report import comparison_markdown
 from experiment.variant_comparison import compare_variants
 from lora import lora_matrix_savings, merge_lora
-from minigpt.checkpoint import load_model_dir, model_fingerprint
+from minigpt.checkpoint import load_model_dir, model_fingerprint, read_run_info
 from minigpt.device import choose_device
 from minigpt.evaluation import complete, note_unknown_prompt_words
-from minigpt.io import UserError, atomic_write_text, read_text_file
+from minigpt.io import UserError, apply_threads, atomic_write_text, read_text_file, recover_directory
 
 RUN_FINETUNE = "run python train_finetune.py first"
 
@@ -35,6 +36,7 @@ def load_everything(args, device):
     """Every model from disk, checked to belong together. Returns (models, tokenizer, base, metrics)."""
     base, base_tokenizer = load_model_dir(args.pretrained, hint="run python train_pretrain.py first")
     results = Path(args.results)
+    recover_directory(results)  # finish a save of train_finetune.py that was killed, before reading anything
     metrics_file = results / "metrics.json"
     if not metrics_file.is_file():
         raise UserError(f"{metrics_file} does not exist; {RUN_FINETUNE}")
@@ -46,6 +48,7 @@ def load_everything(args, device):
         check_metrics(metrics)
     except (ValueError, KeyError, TypeError, AttributeError) as error:
         raise UserError(f"{metrics_file} is corrupted (bad or missing {error}); {RUN_FINETUNE}") from None
+    check_run_ids(results, metrics)
     if metrics.get("base_fingerprint") != model_fingerprint(base):
         raise UserError(f"the results in {results} were fine-tuned from another base than {args.pretrained}; {RUN_FINETUNE}")
     models = {"pretrained base": None}
@@ -62,17 +65,34 @@ def load_everything(args, device):
 
 
 def check_metrics(metrics: dict) -> None:
-    """Touch every figure compare.py reads, so a damaged metrics.json fails here, in one line."""
+    """Check the type of every figure compare.py reads, so a damaged metrics.json fails here, in one line."""
+    if not isinstance(metrics, dict) or not isinstance(metrics["methods"], dict):
+        raise ValueError("methods")
     for name in METHODS:
-        record = metrics["methods"][name]
-        for key in ("label", "lr", "steps", "batch_size", "trainable_state_bytes", "train_seconds", "tokens_per_second", "history"):
-            record[key]  # noqa: B018
-        for key in ("trainable", "total", "trainable_percent"):
-            float(record["parameters"][key])
-    for matrix in metrics["methods"]["lora"]["lora"]["per_matrix"]:
-        matrix["layer"], int(matrix["in"]), int(matrix["out"])
+        check_record(name, metrics["methods"][name])
     if len({(metrics["methods"][n]["steps"], metrics["methods"][n]["batch_size"]) for n in METHODS}) != 1:
         raise ValueError("steps and batch size, which differ between methods")
+
+
+def check_run_ids(results: Path, metrics: dict) -> None:
+    """Every artifact must come from the run metrics.json records for its method: never a mix of two runs."""
+    for name in METHODS:
+        expected = metrics["methods"][name]["run_id"]
+        for directory in ARTIFACT_DIRECTORIES[name]:
+            if not (results / directory).is_dir():
+                continue  # loading names the missing directory
+            found = (read_run_info(results / directory) or {}).get("run_id")
+            if found != expected:
+                raise UserError(
+                    f"the results in {results} mix runs: {directory}/ comes from run {found or '(none recorded)'} but metrics.json "
+                    f"records run {expected} for {name}; {RUN_FINETUNE} --method {name} (or all) again")
+
+
+def merge_tolerance(check: dict) -> float:
+    """How far the float32 merge check may go from rounding alone: a float32 model's own distance from the exact
+    float64 computation (the unmerged floor; the merged one would include a wrong merge), doubled for two models,
+    with room to spare."""
+    return max(1e-4, 8 * check["float32_noise_floor_unmerged"])
 
 
 @torch.no_grad()
@@ -112,9 +132,11 @@ def merge_checks(unmerged, merged, data: torch.Tensor) -> dict:
 
 def run_comparison(args) -> dict:
     """Measure everything, write the outputs under the results directory; return the comparison."""
+    apply_threads(getattr(args, "threads", None))
     device = choose_device(args.device)
     results = Path(args.results)
     models, tokenizer, base_tokenizer, metrics, lora_config = load_everything(args, device)
+    resolve_data_paths(args, args.pretrained)
     data = prepare_finetune_data(base_tokenizer, args.data, args.probes, args.pretrain_corpus, args.pretrain_probes,
                                  models["LoRA merged"].config.block_size)
     if data.tokenizer.id_to_token != tokenizer.id_to_token:
@@ -124,6 +146,11 @@ def run_comparison(args) -> dict:
     progress = tqdm(models.items(), desc="evaluating", disable=args.no_progress, leave=False)
     evaluation = {name: data.suite.measure(model, tokenizer, device) for name, model in progress}
     merge_check = merge_checks(models["LoRA adapter (unmerged)"], models["LoRA merged"], data.splits.val)
+    if not merge_check["float32"] <= merge_tolerance(merge_check):  # also catches NaN
+        raise UserError(
+            f"merge check failed: lora_merged/ differs from the adapter on the base by up to {merge_check['float32']:.3g} in the "
+            f"logits, beyond float32 rounding ({merge_tolerance(merge_check):.1e}); {results / 'lora_merged'} does not hold this "
+            f"adapter merged; {RUN_FINETUNE} --method lora")
 
     prompt_ids = [tokenizer.eot_id] + tokenizer.encode("the capital of france is the city of")
     print(f"timing generation: {args.latency_tokens} tokens, batch size 1, median of {args.latency_repeats} runs after a warm-up")
@@ -165,7 +192,8 @@ def build_comparison(metrics, evaluation, merge_check, latency, storage, per_mat
             "lr": trained["lr"],
             **{key: value for key, value in measured.items() if not key.endswith("_results")},
             "forgetting_val_loss_increase": measured["pretrain_val_loss"] - before["pretrain_val_loss"],
-            "forgetting_probe_accuracy_drop": before["pretrain_probe_accuracy"] - measured["pretrain_probe_accuracy"],
+            "forgetting_probe_accuracy_drop": None if measured["pretrain_probe_accuracy"] is None
+            else before["pretrain_probe_accuracy"] - measured["pretrain_probe_accuracy"],
         }
     return {
         "device": str(device), "torch_threads": torch.get_num_threads(), "steps": metrics["methods"]["full"]["steps"],

@@ -3,30 +3,44 @@
 `run_finetuning(args)` is what `train_finetune.py` calls. For each chosen
 method it copies the base, lets the method decide what trains
 (experiment/methods.py), trains with the shared loop (minigpt/training.py),
-measures learning and forgetting, and saves the method's artifacts: a model
-directory, or for LoRA the adapter and the merged model. Then it writes
-metrics.json and two plots.
+measures learning and forgetting. Then the whole result set (each method's
+model directory, or for LoRA the adapter and the merged model, metrics.json
+and two plots) is written into one temporary directory and swapped in at
+--out at once, so metrics.json never describes models of another run. Every
+artifact carries the id of the run that wrote it (run.json), which metrics.json
+records per method; compare.py checks the two agree.
 """
 
 import copy
 import json
+import shutil
 from functools import partial
 from pathlib import Path
 
 import torch.nn as nn
 
-from experiment.adapter import save_adapter
-from experiment.data import prepare_finetune_data
+from experiment.adapter import ADAPTER_FILES, save_adapter
+from experiment.data import prepare_finetune_data, resolve_data_paths
 from experiment.methods import (METHODS, check_train_last_k, grow_vocabulary, lora_label, merge_lora_model, prepare_full,
                                 prepare_layer_freezing, prepare_lora)
 from experiment.new_token_rows import join_new_token_rows
 from experiment.plots import plot_loss_curves, plot_parameter_counts
 from experiment.variants import VARIANTS, quantization_report, variant_config, variant_prefix, weight_error
 from lora import LoRAConfig, apply_lora, count_parameters, lora_matrix_savings, loraplus_parameter_groups, parameter_breakdown
-from minigpt.checkpoint import load_model_dir, model_fingerprint, save_model_dir
+from lora.config import DEFAULT_TARGETS
+from minigpt.checkpoint import RUN_FILE, load_model_dir, model_fingerprint, save_model_dir
 from minigpt.device import choose_device
-from minigpt.io import atomic_write_text, ensure_writable_dir
+from minigpt.io import apply_threads, ensure_writable_dir, new_run_id, refuse_foreign_directory, require_number, write_directory_atomically
 from minigpt.training import TrainConfig, train
+
+# What a results folder may hold: this script's artifacts and compare.py's outputs. Anything else is the user's.
+ARTIFACT_DIRECTORIES = {"full": ["full_finetune"], "freeze": ["layer_freezing"], "lora": ["lora_adapter", "lora_merged"],
+                        **{variant: [f"variants/{variant}"] for variant in VARIANTS}}  # each holds adapter/ and merged/
+MODEL_FILES = {"config.json", "model.pt", "tokenizer.json", RUN_FILE}
+ARTIFACT_FILES = {"full_finetune": MODEL_FILES, "layer_freezing": MODEL_FILES, "lora_merged": MODEL_FILES,
+                  "lora_adapter": {*ADAPTER_FILES, RUN_FILE}, "variants": set(VARIANTS)}
+RESULT_FILES = {*ARTIFACT_FILES, "metrics.json", "parameter_counts.png", "loss_curves.png",
+                "comparison.md", "comparison.json", "forgetting_vs_learning.png", "storage.png", "inference_latency.png"}
 
 # Results of methods run separately may be combined only if they saw the same data, steps, batches and seed.
 SHARED_SETTINGS = ("data", "probes", "pretrain_corpus", "pretrain_probes", "steps", "batch_size", "seed", "eval_interval")
@@ -82,32 +96,49 @@ def finetune_one(method, base, data, args, lora_config, device):
     return model, record
 
 
-def save_artifacts(method, model, out, data, base, lora_config, base_fingerprint, variant: str | None = None) -> dict:
-    """Write the method's model (and for LoRA the adapter and the merged model); return {name: path}."""
+def save_artifacts(method, model, out, data, base, lora_config, base_fingerprint, run_info: dict,
+                   variant: str | None = None) -> None:
+    """Write the method's model (and for LoRA the adapter and the merged model) under `out`, each with run.json."""
     model = model.cpu()
     if method.name == "lora":
-        adapter_key, merged_key = ("lora_adapter", "lora_merged") if variant is None else \
+        adapter, merged = ("lora_adapter", "lora_merged") if variant is None else \
             (f"variants/{variant}/adapter", f"variants/{variant}/merged")
-        adapter = save_adapter(out / adapter_key, model, lora_config, data.tokenizer, base_fingerprint, base.config.vocab_size)
-        merged = save_model_dir(out / merged_key, merge_lora_model(model), data.tokenizer)
-        return {adapter_key: str(adapter), merged_key: str(merged)}
+        save_adapter(out / adapter, model, lora_config, data.tokenizer, base_fingerprint, base.config.vocab_size, run_info)
+        save_model_dir(out / merged, merge_lora_model(model), data.tokenizer, run_info=run_info)
+        return
     join_new_token_rows(model)
-    return {method.directory: str(save_model_dir(out / method.directory, model, data.tokenizer))}
+    save_model_dir(out / method.directory, model, data.tokenizer, run_info=run_info)
+
+
+def note_ignored_flags(args, names: list[str]) -> None:
+    """A flag the chosen methods do not use is said, never silently dropped."""
+    if args.train_last_k is not None and "freeze" not in names:
+        print(f"note: --train-last-k only affects --method freeze (or all); ignored with --method {args.method}")
+    lora_flags = [flag for flag, changed in (
+        ("--rank", args.rank != LoRAConfig.r), ("--alpha", args.alpha is not None),
+        ("--dropout", args.dropout != LoRAConfig.lora_dropout), ("--targets", args.targets != ",".join(DEFAULT_TARGETS)),
+        ("--init", args.init != "kaiming")) if changed]
+    if lora_flags and "lora" not in names:
+        print(f"note: {', '.join(lora_flags)} only affect --method lora (or all); ignored with --method {args.method}")
 
 
 def run_finetuning(args) -> tuple[dict, dict, Path]:
     """Fine-tune with every chosen method and save everything; return (this run's records, the base's figures, out)."""
+    apply_threads(getattr(args, "threads", None))
     device = choose_device(args.device)
     base, base_tokenizer = load_model_dir(args.pretrained, hint="run python train_pretrain.py first")
+    resolve_data_paths(args, args.pretrained)
     data = prepare_finetune_data(base_tokenizer, args.data, args.probes, args.pretrain_corpus, args.pretrain_probes, base.config.block_size)
     names = {"all": list(METHODS), "variants": []}.get(args.method, [args.method])
     lora_config = lora_config_from_args(args)
-    variants = list(VARIANTS) if args.method == "variants" else []
-    for config in [lora_config] + [variant_config(lora_config, v) for v in variants]:
+    variants = {v: variant_config(lora_config, v) for v in VARIANTS} if args.method == "variants" else {}
+    for config in [lora_config, *variants.values()] if "lora" in names or variants else []:
         apply_lora(copy.deepcopy(base), config)  # check targets, rank and block size now, before anything trains
     if "freeze" in names and args.train_last_k is not None:
         check_train_last_k(args.train_last_k, base.config.n_layer)  # now, before anything trains
+    note_ignored_flags(args, names)
     out = ensure_writable_dir(args.out)
+    refuse_foreign_directory(out, RESULT_FILES, ARTIFACT_FILES)  # now, not after training
     base_fingerprint = model_fingerprint(base)
     print(f"new domain {args.data}: {len(data.splits.train):,} training and {len(data.splits.val):,} validation tokens, "
           f"{len(data.new_words)} new words ({', '.join(data.new_words[:8])}, ...)")
@@ -115,51 +146,105 @@ def run_finetuning(args) -> tuple[dict, dict, Path]:
 
     before = data.suite.measure(grow_vocabulary(base, data.tokenizer.vocab_size, args.seed).to(device), data.tokenizer, device)
 
-    records, variant_records, artifacts = {}, {}, {}
+    run_id = new_run_id()
+    records, models, variant_records = {}, {}, {}
     for name in names:
-        method = METHODS[name]
-        model, record = finetune_one(method, base, data, args, lora_config, device)
-        artifacts.update(save_artifacts(method, model, out, data, base, lora_config, base_fingerprint))
-        records[name] = record
-    for variant in variants:
-        config = variant_config(lora_config, variant)
-        model, record = finetune_one(METHODS["lora"], base, data, args, config, device)
-        artifacts.update(save_artifacts(METHODS["lora"], model, out, data, base, config, base_fingerprint, variant))
-        variant_records[variant] = {**record, "variant": variant}
+        models[name], records[name] = finetune_one(METHODS[name], base, data, args, lora_config, device)
+        records[name]["run_id"] = run_id
+    for variant, config in variants.items():  # each a LoRA run that differs from plain LoRA in one idea
+        models[variant], variant_records[variant] = finetune_one(METHODS["lora"], base, data, args, config, device)
+        variant_records[variant].update(run_id=run_id, variant=variant)
+
+    def save_trained(staging: Path) -> None:
+        for name, model in models.items():
+            info = {"run_id": run_id, "written_by": "train_finetune.py", "method": name}
+            if name in variants:
+                save_artifacts(METHODS["lora"], model, staging, data, base, variants[name], base_fingerprint, info, name)
+            else:
+                save_artifacts(METHODS[name], model, staging, data, base, lora_config, base_fingerprint, info)
 
     metrics = {
-        "settings": {k: v for k, v in vars(args).items()}, "device": str(device),
+        "run_id": run_id, "settings": {k: v for k, v in vars(args).items()}, "device": str(device),
         "base_vocab_size": base_tokenizer.vocab_size, "vocab_size": data.tokenizer.vocab_size,
         "new_words": data.new_words, "base_fingerprint": base_fingerprint, "before": before,
-        "methods": records, "variants": variant_records, "artifacts": artifacts,
+        "methods": records, "variants": variant_records,
     }
-    write_results(out, metrics)
+    write_results(out, metrics, save_trained)
     return {**records, **variant_records}, before, out
 
 
-def write_results(out: Path, metrics: dict) -> None:
-    """metrics.json plus the two plots. Methods not run this time are kept from an earlier, comparable run."""
+def write_results(out: Path, metrics: dict, save_trained) -> None:
+    """The whole result set, swapped in at `out` at once: this run's artifacts (save_trained(staging)), metrics.json
+    and the two plots. Methods (and variants) not run this time are kept, artifacts and records, from an earlier
+    comparable run."""
+    sections = {"methods": METHODS, "variants": VARIANTS}  # metrics.json section: the names it may hold, in order
+    kept = {section: {} for section in sections}
     previous = out / "metrics.json"
     if previous.is_file():
         try:
             earlier = json.loads(previous.read_text(encoding="utf-8"))
             comparable = earlier["base_fingerprint"] == metrics["base_fingerprint"] and all(
                 earlier["settings"][key] == metrics["settings"][key] for key in SHARED_SETTINGS)
-            kept = {name: record for name, record in earlier["methods"].items() if name not in metrics["methods"]}
-            kept_variants = {name: r for name, r in earlier.get("variants", {}).items() if name not in metrics["variants"]}
-            if comparable:
-                metrics["methods"] = {**kept, **metrics["methods"]}
-                metrics["variants"] = {**kept_variants, **metrics["variants"]}
-                metrics["artifacts"] = {**earlier["artifacts"], **metrics["artifacts"]}
-            elif kept:
-                print(f"note: earlier results for {', '.join(kept)} in {previous} used other settings and are dropped")
+            for section, names in sections.items():
+                kept[section] = {name: record for name, record in earlier.get(section, {}).items()
+                                 if name not in metrics[section] and name in names}
+                for name, record in kept[section].items():
+                    check_record("lora" if section == "variants" else name, record)
+                    if not all((out / d).is_dir() for d in ARTIFACT_DIRECTORIES[name]):
+                        raise ValueError(f"the artifacts of {name}")
+            if not comparable:
+                dropped = [name for records in kept.values() for name in records]
+                if dropped:
+                    print(f"note: earlier results for {', '.join(dropped)} in {previous} used other settings and are dropped")
+                kept = {section: {} for section in sections}
         except (ValueError, KeyError, TypeError, AttributeError):
-            pass  # an unreadable earlier file is simply replaced
-    ordered = {name: metrics["methods"][name] for name in METHODS if name in metrics["methods"]}
-    metrics["methods"] = ordered
-    metrics["variants"] = {name: metrics["variants"][name] for name in VARIANTS if name in metrics["variants"]}
-    atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2) + "\n")
-    runs = [*ordered.values(), *metrics["variants"].values()]
-    plot_parameter_counts({r["label"]: r["parameters"] for r in runs}, out / "parameter_counts.png")
-    plot_loss_curves({r["label"]: r["history"] for r in runs}, out / "loss_curves.png",
-                     "Fine-tuning loss on the new domain")
+            kept = {section: {} for section in sections}  # an unreadable earlier file, or one whose artifacts are gone
+    for section, names in sections.items():
+        merged = {**kept[section], **metrics[section]}
+        metrics[section] = {name: merged[name] for name in names if name in merged}
+    runs = {**metrics["methods"], **metrics["variants"]}
+    metrics["artifacts"] = {d: str(out / d) for name in runs for d in ARTIFACT_DIRECTORIES[name]}
+
+    def write_files(staging: Path) -> None:
+        save_trained(staging)
+        for name in [*kept["methods"], *kept["variants"]]:  # copied as they are, run.json included
+            for directory in ARTIFACT_DIRECTORIES[name]:
+                shutil.copytree(out / directory, staging / directory)
+        (staging / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
+        plot_parameter_counts({r["label"]: r["parameters"] for r in runs.values()}, staging / "parameter_counts.png")
+        plot_loss_curves({r["label"]: r["history"] for r in runs.values()}, staging / "loss_curves.png",
+                         "Fine-tuning loss on the new domain")
+
+    write_directory_atomically(out, write_files, replaceable=RESULT_FILES)
+
+
+def check_record(name: str, record: dict) -> None:
+    """Every figure of one method's record in metrics.json has the type it must have; a ValueError naming the first that does not."""
+    if not isinstance(record, dict):
+        raise ValueError(f"methods.{name}")
+    where = f"methods.{name}"
+    if not isinstance(record.get("label"), str) or not isinstance(record.get("run_id"), str):
+        raise ValueError(f"{where}.label or .run_id (a string)")
+    require_number(record["lr"], f"{where}.lr")
+    for key in ("steps", "batch_size", "trainable_state_bytes"):
+        require_number(record[key], f"{where}.{key}", integer=True)
+    for key in ("train_seconds", "tokens_per_second"):
+        require_number(record[key], f"{where}.{key}")
+    for key in ("trainable", "total"):
+        require_number(record["parameters"][key], f"{where}.parameters.{key}", integer=True)
+    require_number(record["parameters"]["trainable_percent"], f"{where}.parameters.trainable_percent")
+    history = record["history"]
+    if not isinstance(history, list) or not history:
+        raise ValueError(f"{where}.history (a non-empty list)")
+    for point in history:
+        if not isinstance(point, dict):
+            raise ValueError(f"{where}.history (a list of objects)")
+        require_number(point["step"], f"{where}.history[].step", integer=True)
+        for key in ("train_loss", "val_loss"):
+            require_number(point[key], f"{where}.history[].{key}")
+    if name == "lora":
+        for matrix in record["lora"]["per_matrix"]:
+            if not isinstance(matrix["layer"], str):
+                raise ValueError(f"{where}.lora.per_matrix[].layer (a string)")
+            require_number(matrix["in"], f"{where}.lora.per_matrix[].in", integer=True)
+            require_number(matrix["out"], f"{where}.lora.per_matrix[].out", integer=True)

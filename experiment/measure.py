@@ -19,8 +19,10 @@ def raw_tensor_bytes(path: str | Path) -> int:
     total = 0
     for file in sorted(Path(path).glob("*.pt")):
         state = load_tensor_file(file, "tensor")
+        # Ours are dicts of tensors; a stray file may hold one tensor, a list, or no tensor at all.
+        values = state.values() if isinstance(state, dict) else state if isinstance(state, (list, tuple)) else [state]
         seen = set()
-        for value in state.values():
+        for value in values:
             if torch.is_tensor(value):
                 storage = value.untyped_storage()
                 if storage.data_ptr() not in seen:

@@ -12,35 +12,40 @@ import math
 
 import torch
 
+from experiment.data import corpus_record, default_probes
 from experiment.plots import plot_loss_curves
 from minigpt.checkpoint import save_model_dir
 from minigpt.config import GPTConfig
 from minigpt.data import make_splits, read_corpus
 from minigpt.device import choose_device
 from minigpt.evaluation import check_probe_answers, complete, load_probes, note_unknown_prompt_words, probe_accuracy, stream_loss, unigram_perplexity
-from minigpt.io import ensure_writable_dir, refuse_foreign_directory
+from minigpt.io import apply_threads, ensure_writable_dir, new_run_id, refuse_foreign_directory
 from minigpt.model import MiniGPT
 from minigpt.tokenizer import WordTokenizer
 from minigpt.training import TrainConfig, train
 
-MODEL_DIR_FILES = {"config.json", "model.pt", "tokenizer.json", "history.json", "loss.png"}
+MODEL_DIR_FILES = {"config.json", "model.pt", "tokenizer.json", "history.json", "loss.png", "run.json"}
 
 
 def run_pretraining(args) -> dict:
     """Train and save; return the summary (also written to history.json) plus the output path and a prompt note."""
+    apply_threads(getattr(args, "threads", None))
     device = choose_device(args.device)
     text = read_corpus(args.corpus)
-    probes = load_probes(args.probes)
+    probes_file, probes_note = default_probes(args.corpus, args.probes, "--probes")
+    probes = load_probes(probes_file) if probes_file else []
     ensure_writable_dir(args.out)  # fail now, not after a minute of training
     refuse_foreign_directory(args.out, MODEL_DIR_FILES)
 
-    tokenizer = WordTokenizer.from_corpus(text)
+    tokenizer = WordTokenizer.from_corpus(text, getattr(args, "min_count", 1), getattr(args, "max_vocab", None))
     config = GPTConfig(
         vocab_size=tokenizer.vocab_size, block_size=args.block_size, n_layer=args.n_layer,
         n_head=args.n_head, n_embd=args.n_embd, dropout=args.dropout,
-    ).validate()
+    ).validate(training=True)
     splits = make_splits(text, tokenizer, config.block_size, source=args.corpus)
-    check_probe_answers(probes, tokenizer, args.probes)
+    check_probe_answers(probes, tokenizer, probes_file, args.corpus)
+    if probes_note:
+        print(probes_note)
     torch.manual_seed(args.seed)
     model = MiniGPT(config)
     print(f"corpus: {len(splits.train_documents)} training and {len(splits.val_documents)} validation documents, "
@@ -57,7 +62,7 @@ def run_pretraining(args) -> dict:
     train_loss = stream_loss(model, splits.train, device)
     val_loss = stream_loss(model, splits.val, device)
     baseline = unigram_perplexity(splits.train, splits.val, tokenizer.vocab_size)
-    accuracy, probe_results = probe_accuracy(model, tokenizer, probes, device)
+    accuracy, probe_results = probe_accuracy(model, tokenizer, probes, device) if probes else (None, [])
     prompts = args.prompt
     unknown_note = note_unknown_prompt_words(tokenizer, prompts)
     samples = [complete(model, tokenizer, prompt, 20, device) for prompt in prompts]
@@ -68,9 +73,11 @@ def run_pretraining(args) -> dict:
         "samples": dict(zip(prompts, samples)), "config": config.to_dict(), "train_config": vars(train_config),
     }
     history_json = json.dumps({"history": result.history, "summary": summary}, indent=2) + "\n"
-    out = save_model_dir(args.out, model.cpu(), tokenizer, extra_files={
+    run_info = {"run_id": new_run_id(), "written_by": "train_pretrain.py", "corpus": corpus_record(args.corpus)}
+    out = save_model_dir(args.out, model.cpu(), tokenizer, run_info=run_info, extra_files={
         "history.json": lambda path: path.write_text(history_json, encoding="utf-8"),
         "loss.png": lambda path: plot_loss_curves({"pretraining": result.history}, path, "MiniGPT pretraining loss"),
     })
 
-    return {**summary, "out": out, "unknown_prompt_note": unknown_note, "sample_texts": samples}
+    return {**summary, "out": out, "unknown_prompt_note": unknown_note, "sample_texts": samples,
+            "eval_interval": train_config.eval_interval, "evaluations": len(result.history)}

@@ -3,10 +3,15 @@
 ARTIFACT = {"full": "full_finetune", "freeze": "layer_freezing", "lora": "lora_adapter"}
 
 
+def percent(value) -> str:
+    """A share as "95%", or "-" where there were no probes to measure it."""
+    return "-" if value is None else f"{value:.0%}"
+
+
 def _rows(comparison: dict) -> list[list[str]]:
     base = comparison["base"]
     rows = [["pretrained base", "-", "-", "-", "-", "-", f"{base['finetune_val_loss']:.3f}", f"{base['finetune_val_perplexity']:.1f}",
-             f"{base['finetune_probe_accuracy']:.0%}", f"{base['pretrain_val_loss']:.3f}", f"{base['pretrain_probe_accuracy']:.0%}"]]
+             percent(base['finetune_probe_accuracy']), f"{base['pretrain_val_loss']:.3f}", percent(base['pretrain_probe_accuracy'])]]
     runs = [(m, comparison["storage"][ARTIFACT[name]]["file_bytes"]) for name, m in comparison["methods"].items()]
     runs += [(v, v["adapter_file_bytes"]) for v in comparison.get("variants", {}).values()]
     for m, disk in runs:
@@ -14,9 +19,9 @@ def _rows(comparison: dict) -> list[list[str]]:
             m["label"], f"{m['trainable_parameters']:,} ({m['trainable_percent']:.1f}%)",
             f"{m['trainable_state_bytes'] / 1024:,.0f} KiB", f"{disk / 1024:,.0f} KiB",
             f"{m['train_seconds']:.1f} s", f"{m['tokens_per_second']:,.0f}",
-            f"{m['finetune_val_loss']:.3f}", f"{m['finetune_val_perplexity']:.1f}", f"{m['finetune_probe_accuracy']:.0%}",
+            f"{m['finetune_val_loss']:.3f}", f"{m['finetune_val_perplexity']:.1f}", percent(m['finetune_probe_accuracy']),
             f"{m['pretrain_val_loss']:.3f} ({m['forgetting_val_loss_increase']:+.3f})",
-            f"{m['pretrain_probe_accuracy']:.0%}",
+            percent(m['pretrain_probe_accuracy']),
         ])
     return rows
 

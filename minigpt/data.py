@@ -61,14 +61,15 @@ def encode_documents(documents: list[str], tokenizer: WordTokenizer) -> torch.Te
     return torch.tensor(ids, dtype=torch.long)
 
 
-def make_splits(text: str, tokenizer: WordTokenizer, block_size: int, source: str = "corpus") -> CorpusSplits:
+def make_splits(text: str, tokenizer: WordTokenizer, block_size: int, source: str = "corpus",
+                fix: str = "use a longer corpus or a smaller --block-size") -> CorpusSplits:
     train_docs, val_docs = split_train_val(split_documents(text))
     splits = CorpusSplits(encode_documents(train_docs, tokenizer), encode_documents(val_docs, tokenizer), train_docs, val_docs)
     for name, stream in (("training", splits.train), ("validation", splits.val)):
         if len(stream) <= block_size:
             raise UserError(
                 f"{source}'s {name} split has {len(stream)} tokens, fewer than one context window "
-                f"(block_size + 1 = {block_size + 1}); use a longer corpus or a smaller --block-size"
+                f"(block_size + 1 = {block_size + 1}); {fix}"
             )
     return splits
 

@@ -60,14 +60,15 @@ def load_probes(path: str | Path) -> list[dict]:
     return probes
 
 
-def check_probe_answers(probes: list[dict], tokenizer: WordTokenizer, source: str) -> None:
+def check_probe_answers(probes: list[dict], tokenizer: WordTokenizer, source: str, corpus: str = "") -> None:
     """Every answer must be one word the vocabulary has, or the probe could never be answered right."""
+    vocabulary = f"the vocabulary of {corpus}" if corpus else "the vocabulary"
     for probe in probes:
         answer = probe["answer"]
         if split_words(answer) != [answer] or answer not in tokenizer.token_to_id:
             raise UserError(
-                f"probe answer {answer!r} in {source} is not a single lower-case word of the vocabulary; "
-                "each answer must be one word the corpus uses"
+                f"probe answer {answer!r} in {source} is not a single lower-case word of {vocabulary}; "
+                "each answer must be one word the corpus uses (probes are optional: leave out --probes for a corpus without them)"
             )
 
 

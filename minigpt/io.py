@@ -7,12 +7,17 @@ half-written file or directory where a good one used to be.
 """
 
 import argparse
+import ctypes
+import errno
 import math
 import os
 import pickle
+import secrets
 import shutil
+import signal
 import sys
 import tempfile
+import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Iterator
@@ -31,6 +36,7 @@ class UserError(Exception):
 
 def run_cli(main: Callable[[], None], user_errors: tuple[type[BaseException], ...] = ()) -> None:
     """Run a script's main(); a UserError (or one of `user_errors`) becomes one line on stderr and exit 2."""
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # the scripts' quiet start-up handler hands over to this one
     try:
         main()
     except (UserError, *user_errors) as error:
@@ -79,7 +85,7 @@ def load_tensor_file(path: str | Path, what: str) -> dict:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
-        if "global" in str(error).lower():  # a pickled function or class: code, which weights_only never runs
+        if "unsupported global" in str(error).lower():  # a pickled function or class: code, which weights_only never runs
             raise UserError(
                 f"{path} holds more than plain tensors (weights_only=True refused it); "
                 "only load files this project wrote, or re-run the script that writes it"
@@ -91,6 +97,11 @@ def load_tensor_file(path: str | Path, what: str) -> dict:
 
 
 # ---------------------------------------------------------------- writing outputs atomically
+
+
+def new_run_id() -> str:
+    """An id for one run of a script, stored with everything it writes: pieces from different runs can be told apart."""
+    return f"{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(4)}"
 
 
 def current_umask() -> int:
@@ -123,9 +134,12 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     os.close(fd)
     tmp = Path(tmp_name)
     try:
-        yield tmp
-        os.chmod(tmp, 0o666 & ~current_umask())  # mkstemp makes files private; use the usual permissions
-        os.replace(tmp, path)
+        with saving_errors(path):
+            yield tmp
+            os.chmod(tmp, 0o666 & ~current_umask())  # mkstemp makes files private; use the usual permissions
+            _fsync_file(tmp)
+            os.replace(tmp, path)
+            _fsync_directory(path.parent)
     finally:
         if tmp.exists():
             tmp.unlink()
@@ -141,13 +155,20 @@ def atomic_save_figure(figure, path: str | Path) -> None:
         figure.savefig(tmp, format=Path(path).suffix.lstrip(".") or "png", dpi=120, bbox_inches="tight")
 
 
-def refuse_foreign_directory(path: str | Path, allowed: set[str]) -> None:
-    """A UserError if `path` exists and holds anything but `allowed` files: replacing it would delete them."""
+def refuse_foreign_directory(path: str | Path, allowed: set[str], inside: dict[str, set[str]] | None = None) -> None:
+    """A UserError if `path` exists and holds anything but `allowed` files: replacing it would delete them.
+
+    `inside` names the files allowed in each of its subdirectories, which are replaced with it.
+    """
     path = Path(path)
+    recover_directory(path)  # a save killed earlier is finished first, so the check sees what is really there
     if path.exists() and not path.is_dir():
         raise UserError(f"{path} exists and is not a directory; choose another --out")
     if path.is_dir():
         foreign = sorted(entry.name for entry in path.iterdir() if entry.name not in allowed)
+        for name, names in (inside or {}).items():
+            if (path / name).is_dir():
+                foreign += sorted(f"{name}/{entry.name}" for entry in (path / name).iterdir() if entry.name not in names)
         if foreign:
             raise UserError(
                 f"{path} already holds files this script does not write ({', '.join(foreign[:3])}"
@@ -155,44 +176,204 @@ def refuse_foreign_directory(path: str | Path, allowed: set[str]) -> None:
             )
 
 
-def write_directory_atomically(path: str | Path, write_files: Callable[[Path], None]) -> Path:
+def write_directory_atomically(path: str | Path, write_files: Callable[[Path], None],
+                                replaceable: set[str] | None = None) -> Path:
     """Call write_files(tmp_dir) to fill a fresh temporary directory, then swap it in at `path`.
 
     An existing directory at `path` is replaced only if it holds nothing but the
-    files being written (a previous run's output), never a user's other files.
+    files being written or the names in `replaceable` (a previous run's output),
+    never a user's other files.
+
+    The guarantee (Linux, one local file system): after a crash or kill -9 at
+    any instant, `path` holds the complete old directory or the complete new
+    one, or, in the portable fallback's one gap between two renames, no
+    directory at all but a complete `.<name>.<pid>-<id>.old` beside it, which
+    `recover_directory` (run by every save and load) puts back. Temporary
+    directories of dead processes are deleted by the next save or load. Every
+    file is fsynced before the swap and the parent directory after it, so after
+    a power loss the same holds, as far as the file system honours fsync.
     """
     path = Path(path)
     ensure_writable_dir(path.parent)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    recover_directory(path)
+    tmp = _temporary_sibling(path, "tmp")
+    tmp.mkdir()
     try:
-        write_files(tmp)
-        os.chmod(tmp, 0o777 & ~current_umask())  # mkdtemp makes directories private; use the usual permissions
-        refuse_foreign_directory(path, {entry.name for entry in tmp.iterdir()})
-        if path.exists():
-            _swap_in(tmp, path)
-        else:
-            os.replace(tmp, path)
+        with saving_errors(path):
+            _test_pause("before-write", path)
+            write_files(tmp)
+            os.chmod(tmp, 0o777 & ~current_umask())  # fresh directories follow the umask like any other
+            _fsync_tree(tmp)
+            _test_pause("written", path)
+            refuse_foreign_directory(path, {entry.name for entry in tmp.iterdir()} | (replaceable or set()))
+            if path.exists():
+                _swap_in(tmp, path)
+            else:
+                os.replace(tmp, path)
+            _fsync_directory(path.parent)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
     return path
 
 
-def _swap_in(new: Path, path: Path) -> None:
-    """Move the old directory aside, move the new one in, then delete the old one.
+@contextmanager
+def saving_errors(path: Path) -> Iterator[None]:
+    """An OSError while saving (no space, file-size limit, permission) becomes one line naming `path`.
 
-    If anything stops us between the two moves, the old directory goes back, so
-    `path` always holds one complete directory: the old or the new.
+    torch.save reports a failed write as a RuntimeError from its zip writer; that is the same failure.
     """
-    old = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".old", dir=path.parent))
-    os.replace(path, old / "previous")
     try:
+        yield
+    except OSError as error:
+        reason = error.strerror or str(error)
+        raise UserError(f"could not write {path} ({reason}); the previous {path.name} is unchanged; "
+                        "free some disk space or choose another --out") from None
+    except RuntimeError as error:
+        if not any(marker in str(error).lower() for marker in ("write", "inline_container", "unexpected pos")):
+            raise  # not a failed write: a bug, which should show its traceback
+        raise UserError(f"could not write {path} (the file write failed: disk full or file-size limit?); "
+                        f"the previous {path.name} is unchanged; free some disk space or choose another --out") from None
+
+
+def _temporary_sibling(path: Path, kind: str) -> Path:
+    """`.name.<pid>-<random>.<kind>` beside `path`: the pid tells recovery whether its writer is still alive."""
+    return path.parent / f".{path.name}.{os.getpid()}-{secrets.token_hex(4)}.{kind}"
+
+
+def _writer_alive(sibling: Path) -> bool:
+    try:
+        pid = int(sibling.name.rsplit(".", 2)[1].split("-")[0])
+    except (ValueError, IndexError):
+        return False
+    if pid == os.getpid():
+        return True  # this process: a save in progress (our own leftovers are removed by the `finally` that made them)
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def recover_directory(path: str | Path) -> None:
+    """Finish what a killed save left beside `path`: put a moved-aside directory back, delete stale temporaries.
+
+    `.name.*.old` is a complete previous directory: if `path` is missing (killed
+    between the two renames of the portable swap) it goes back; otherwise the
+    swap had finished and it is deleted. `.name.*.tmp` is never needed: it is
+    either half-written or, after an exchange, the old directory.
+    """
+    path = Path(path)
+    parent = path.parent
+    if not parent.is_dir():
+        return
+    prefix = f".{path.name}."
+    try:
+        siblings = [p for p in parent.iterdir() if p.name.startswith(prefix) and p.name.endswith((".old", ".tmp"))]
+    except OSError:
+        return
+    siblings = [p for p in siblings if not _writer_alive(p)]
+    olds = sorted((p for p in siblings if p.name.endswith(".old")), key=lambda p: p.stat().st_mtime)
+    if olds and not os.path.lexists(path):
+        backup = olds.pop()  # the newest: the directory that was at `path` when the swap was killed
+        try:
+            os.replace(backup, path)
+        except OSError as error:
+            raise UserError(f"{path} is missing and could not be restored from {backup} ({error.strerror}); "
+                            f"rename it back by hand or fix the permissions of {parent}") from None
+    for stale in siblings:
+        if stale.exists() and stale != path:
+            if stale.is_dir():
+                shutil.rmtree(stale, ignore_errors=True)
+            else:
+                try:
+                    stale.unlink()
+                except OSError:
+                    pass
+
+
+RENAME_EXCHANGE = 2  # linux/fs.h
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Atomically swap two paths with renameat2(RENAME_EXCHANGE); False where the system cannot."""
+    if os.environ.get("MINIGPT_TEST_PORTABLE_SWAP") or not sys.platform.startswith("linux"):
+        return False
+    try:
+        renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
+    except (OSError, AttributeError):
+        return False
+    at_fdcwd = -100
+    if renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), RENAME_EXCHANGE) == 0:
+        return True
+    code = ctypes.get_errno()
+    if code in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):  # a file system or kernel without it
+        return False
+    raise OSError(code, os.strerror(code), str(b))
+
+
+def _swap_in(new: Path, path: Path) -> None:
+    """Put `new` at `path` and delete the old directory.
+
+    On Linux one renameat2(RENAME_EXCHANGE) swaps the two names atomically:
+    there is no instant without a complete directory at `path`. Elsewhere the
+    old directory is moved aside, the new one moved in, the old one deleted; if
+    a kill falls between the two moves, recover_directory puts the old one back.
+    """
+    if _exchange(new, path):
+        _fsync_directory(path.parent)
+        _test_pause("swapped", path)
+        shutil.rmtree(new, ignore_errors=True)  # `new` now holds the old directory
+        return
+    old = _temporary_sibling(path, "old")
+    os.replace(path, old)
+    try:
+        _test_pause("aside", path)
         os.replace(new, path)
     except BaseException:
-        os.replace(old / "previous", path)
+        os.replace(old, path)
         raise
+    _fsync_directory(path.parent)
+    _test_pause("swapped", path)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _fsync_file(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
     finally:
-        shutil.rmtree(old, ignore_errors=True)
+        os.close(fd)
+
+
+def _fsync_directory(path: Path) -> None:
+    """Make a rename inside `path` durable (where the platform can open a directory)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _fsync_tree(root: Path) -> None:
+    for directory, _, files in os.walk(root):
+        for name in files:
+            _fsync_file(Path(directory) / name)
+        _fsync_directory(Path(directory))
+
+
+def _test_pause(point: str, path: Path) -> None:
+    """Tests only: MINIGPT_TEST_PAUSE_AT=<point>:<directory name> stops here, so a test can kill the process at this instant."""
+    if os.environ.get("MINIGPT_TEST_PAUSE_AT") == f"{point}:{path.name}":
+        print(f"paused at {point}:{path.name}", file=sys.stderr, flush=True)
+        time.sleep(120)
 
 
 # ---------------------------------------------------------------- command-line flags
@@ -256,7 +437,24 @@ def seed_value(text: str) -> int:
     return value
 
 
+def apply_threads(threads: int | None) -> None:
+    """--threads: how many CPU threads torch uses (None keeps torch's own choice)."""
+    if threads is not None:
+        torch.set_num_threads(threads)
+
+
+def require_number(value, what: str, integer: bool = False):
+    """`value` if it is a finite number (an int, if `integer`), else a ValueError naming `what`; a bool is not a number."""
+    kinds = (int,) if integer else (int, float)
+    if isinstance(value, bool) or not isinstance(value, kinds) or not math.isfinite(value):
+        raise ValueError(f"{what} must be {'a whole number' if integer else 'a number'}, got {value!r}")
+    return value
+
+
 def add_common_flags(parser: argparse.ArgumentParser, seed: int) -> None:
     parser.add_argument("--seed", type=seed_value, default=seed, help="random seed: the same seed on the same machine gives the same losses")
     parser.add_argument("--device", default="auto", help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N or mps")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar (for logs and tests)")
+    parser.add_argument("--threads", type=positive_int, default=None,
+                        help=f"CPU threads for torch (default: torch's choice, {torch.get_num_threads()} here); "
+                        "use 1 on a machine shared with other busy processes")

@@ -3,13 +3,16 @@
 Rules, chosen so a 64-wide model sees a small, clean vocabulary:
 
 * Text is lower-cased ("The Cat" and "the cat" are the same two tokens).
-* A token is a run of letters and digits (`[a-z0-9]+`) or one punctuation
-  character; whitespace only separates tokens. "hello, world." becomes
-  ["hello", ",", "world", "."].
+* A token is a run of letters and digits (`[a-z0-9]+`), joined through an
+  apostrophe inside a word ("king's", "i'll", "o'er" stay one word; a
+  typographic ’ counts as '), or one punctuation character; whitespace only
+  separates tokens. "hello, world." becomes ["hello", ",", "world", "."].
 * Three special tokens come first: `<pad>` (0, padding), `<unk>` (1, any word
   the vocabulary lacks) and `<eot>` (2, end of text: it separates documents).
 * Other tokens are numbered by falling frequency, ties alphabetical, so the same
-  corpus always gives the same ids.
+  corpus always gives the same ids. `min_count` and `max_vocab` leave rare
+  words out; they encode as `<unk>` (real text has many words seen once, and
+  each costs a whole embedding row).
 
 `extend(words)` appends new words after the existing ones. Existing ids never
 move, which is what lets a fine-tuned model keep every pretrained embedding row.
@@ -26,13 +29,13 @@ from minigpt.io import UserError, atomic_write_text, read_text_file
 
 PAD, UNK, EOT = "<pad>", "<unk>", "<eot>"
 SPECIAL_TOKENS = (PAD, UNK, EOT)
-TOKEN_PATTERN = re.compile(r"[a-z0-9]+|[^\sa-z0-9]")
+TOKEN_PATTERN = re.compile(r"[a-z0-9]+(?:'[a-z0-9]+)*|[^\sa-z0-9]")
 FORMAT_VERSION = 1
 
 
 def split_words(text: str) -> list[str]:
     """Lower-case the text and split it into word and punctuation tokens."""
-    return TOKEN_PATTERN.findall(text.lower())
+    return TOKEN_PATTERN.findall(text.lower().replace("\u2019", "'"))
 
 
 class WordTokenizer:
@@ -46,10 +49,16 @@ class WordTokenizer:
 
     # -- building ---------------------------------------------------------
     @classmethod
-    def from_corpus(cls, text: str) -> "WordTokenizer":
+    def from_corpus(cls, text: str, min_count: int = 1, max_vocab: int | None = None) -> "WordTokenizer":
+        """Every word seen at least `min_count` times, the most frequent first; at most `max_vocab` tokens in all."""
         counts = Counter(split_words(text))
         ordered = sorted(counts, key=lambda word: (-counts[word], word))
-        return cls(list(SPECIAL_TOKENS) + [w for w in ordered if w not in SPECIAL_TOKENS])
+        words = [w for w in ordered if w not in SPECIAL_TOKENS and counts[w] >= min_count]
+        if max_vocab is not None:
+            if max_vocab <= len(SPECIAL_TOKENS):
+                raise UserError(f"--max-vocab must be more than the {len(SPECIAL_TOKENS)} special tokens, got {max_vocab}")
+            words = words[: max_vocab - len(SPECIAL_TOKENS)]
+        return cls(list(SPECIAL_TOKENS) + words)
 
     def new_words_in(self, text: str) -> list[str]:
         """Words of `text` the vocabulary lacks, most frequent first (ties alphabetical)."""

@@ -19,6 +19,7 @@ import torch
 from tqdm.auto import tqdm
 
 from minigpt.data import get_batch
+from minigpt.io import UserError
 
 EVAL_SEED = 1234  # fixed: every evaluation, of every model, sees the same batches
 
@@ -42,6 +43,7 @@ class TrainResult:
     history: list[dict] = field(default_factory=list)
     train_seconds: float = 0.0  # optimisation steps only, evaluations excluded
     wall_seconds: float = 0.0  # everything, evaluations included
+    eval_seconds: float = 0.0  # the periodic evaluations alone (--eval-interval sets how often)
     tokens_seen: int = 0
     tokens_per_second: float = 0.0
     trainable_parameters: int = 0
@@ -122,9 +124,11 @@ def train(model, train_data: torch.Tensor, val_data: torch.Tensor, config: Train
     result = TrainResult(trainable_parameters=sum(p.numel() for p in model.parameters() if p.requires_grad))
 
     def evaluate(step: int) -> None:
+        eval_start = time.perf_counter()
         train_loss = estimate_loss(model, train_data, config.batch_size, config.eval_batches, device)
         val_loss = estimate_loss(model, val_data, config.batch_size, config.eval_batches, device)
         result.history.append({"step": step, "tokens_seen": result.tokens_seen, "train_loss": train_loss, "val_loss": val_loss})
+        result.eval_seconds += time.perf_counter() - eval_start
         milliseconds = 1000 * result.train_seconds / max(1, step)
         progress.write(f"step {step:5d} | train loss {train_loss:.4f} | val loss {val_loss:.4f} | {milliseconds:.1f} ms/step")
 
@@ -143,10 +147,17 @@ def train(model, train_data: torch.Tensor, val_data: torch.Tensor, config: Train
         optimizer.step()
         result.train_seconds += time.perf_counter() - step_start
         result.tokens_seen += x.numel()
-        progress.set_postfix(loss=f"{loss.item():.3f}")
+        loss_value = loss.item()
+        progress.set_postfix(loss=f"{loss_value:.3f}")
+        if not math.isfinite(loss_value):  # diverged: every later step would only spread NaN, and nothing may be saved
+            progress.close()
+            raise UserError(f"{description}: the loss became {loss_value} at step {step + 1} (training diverged); "
+                            "nothing was saved; lower --lr")
         if (step + 1) % config.eval_interval == 0 or step + 1 == config.steps:
             evaluate(step + 1)
     progress.close()
+    if not all(torch.isfinite(p).all() for p in model.parameters() if p.requires_grad):
+        raise UserError(f"{description}: the weights became NaN or infinite (training diverged); nothing was saved; lower --lr")
     result.wall_seconds = time.perf_counter() - wall_start
     result.tokens_per_second = result.tokens_seen / max(result.train_seconds, 1e-9)
     result.trainable_state_bytes = trainable_state_bytes(model, optimizer)

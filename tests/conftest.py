@@ -6,12 +6,17 @@ costs seconds; a few tests still run real subprocesses to prove the exit
 status and the absence of a traceback end to end.
 """
 
+import os
 import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-import torch
+# One torch thread, here and in every script a test starts: on a machine shared with other busy processes,
+# torch's default of one thread per core made the suite up to ten times slower (see README, --threads).
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))

@@ -134,6 +134,7 @@ def test_an_interrupt_between_the_two_renames_puts_the_old_model_back(saved, mon
             raise KeyboardInterrupt
         return real_replace(source, target)
 
+    monkeypatch.setenv("MINIGPT_TEST_PORTABLE_SWAP", "1")  # the two-rename fallback (Linux swaps in one renameat2)
     monkeypatch.setattr(os, "replace", replace_then_crash)
     with pytest.raises(KeyboardInterrupt):
         save_model_dir(path, tiny_model(vocab_size=30, seed=5), tokenizer_of_size(30))

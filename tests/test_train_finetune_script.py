@@ -18,9 +18,9 @@ def test_finetuning_writes_every_promised_file(pipeline):
     expected = {"full_finetune", "layer_freezing", "lora_adapter", "lora_merged", "metrics.json", "parameter_counts.png", "loss_curves.png"}
     assert expected <= {p.name for p in out.iterdir()}
     for directory in ("full_finetune", "layer_freezing", "lora_merged"):
-        assert sorted(p.name for p in (out / directory).iterdir()) == ["config.json", "model.pt", "tokenizer.json"]
+        assert sorted(p.name for p in (out / directory).iterdir()) == ["config.json", "model.pt", "run.json", "tokenizer.json"]
     assert sorted(p.name for p in (out / "lora_adapter").iterdir()) == [
-        "embedding_weights.pt", "lora_config.json", "lora_weights.pt", "tokenizer.json"]
+        "embedding_weights.pt", "lora_config.json", "lora_weights.pt", "run.json", "tokenizer.json"]
 
 
 def test_metrics_hold_every_figure_for_every_method(pipeline):

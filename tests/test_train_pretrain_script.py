@@ -10,7 +10,7 @@ CORPUS_FLAGS = ["--corpus", DATA / "pretrain.txt", "--probes", DATA / "pretrain_
 
 def test_pretraining_writes_every_promised_file(pipeline):
     out = pipeline["pretrained"]
-    assert sorted(p.name for p in out.iterdir()) == ["config.json", "history.json", "loss.png", "model.pt", "tokenizer.json"]
+    assert sorted(p.name for p in out.iterdir()) == ["config.json", "history.json", "loss.png", "model.pt", "run.json", "tokenizer.json"]
     history = json.loads((out / "history.json").read_text())
     assert [r["step"] for r in history["history"]] == [0, 10, 20, 30]
     assert history["history"][-1]["val_loss"] < history["history"][0]["val_loss"]

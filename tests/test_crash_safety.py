@@ -1,0 +1,178 @@
+"""Crash safety: kill -9 at every point of a save, Ctrl-C while fine-tuning results are written, a file-size
+limit while saving, a diverged run, and a results folder whose pieces come from different runs."""
+
+import json
+import os
+import resource
+import shutil
+import signal
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from conftest import FINETUNE_DATA_FLAGS, REPO, TINY_FLAGS, assert_one_line_error, run_main, tiny_model
+from minigpt.checkpoint import load_model_dir, model_fingerprint, save_model_dir
+from minigpt.tokenizer import WordTokenizer
+
+GENESIS = REPO / "tests" / "fixtures" / "genesis_1.txt"
+PRETRAIN_TINY = ["--corpus", GENESIS, "--steps", "2", "--eval-interval", "2", *TINY_FLAGS]
+
+
+def save_old_model(path):
+    model = tiny_model(vocab_size=30, seed=3)
+    save_model_dir(path, model, WordTokenizer(["<pad>", "<unk>", "<eot>"] + [f"w{i}" for i in range(27)]))
+    return model_fingerprint(model)
+
+
+def start_paused(script: str, args: list, pause_at: str, **env) -> subprocess.Popen:
+    """Start a real script that stops at `pause_at` (MINIGPT_TEST_PAUSE_AT) and return once it is there."""
+    process = subprocess.Popen([sys.executable, str(REPO / f"{script}.py"), *map(str, args)], cwd=REPO, text=True,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                               env={**os.environ, "MINIGPT_TEST_PAUSE_AT": pause_at, **env})
+    return process
+
+
+def wait_until_paused(process: subprocess.Popen, pause_at: str) -> None:
+    seen = []
+    for line in process.stderr:
+        seen.append(line)
+        if f"paused at {pause_at}" in line:
+            return
+    process.wait()
+    pytest.fail(f"the script ended (status {process.returncode}) before reaching {pause_at}:\n{''.join(seen)}")
+
+
+def leftovers(path):
+    return sorted(p.name for p in path.parent.iterdir() if p.name.startswith(f".{path.name}."))
+
+
+# (point, portable fallback?, which model the path must hold after the next load)
+# (kept to three: each is a real process importing torch)
+KILL_POINTS = [("written", False, "old"), ("aside", True, "old"), ("swapped", False, "new")]
+
+
+def test_kill_9_at_every_point_of_the_save_leaves_the_old_or_the_new_model_and_no_temporary(tmp_path):
+    paths, processes = [], []
+    for index, (point, portable, _) in enumerate(KILL_POINTS):  # all at once: the torch imports overlap
+        path = tmp_path / f"m{index}"
+        old = save_old_model(path)
+        env = {"MINIGPT_TEST_PORTABLE_SWAP": "1"} if portable else {}
+        paths.append(path)
+        processes.append(start_paused("train_pretrain", [*PRETRAIN_TINY, "--out", path], f"{point}:{path.name}", **env))
+    try:
+        for (point, portable, expected), path, process in zip(KILL_POINTS, paths, processes):
+            wait_until_paused(process, f"{point}:{path.name}")
+            process.send_signal(signal.SIGKILL)
+            process.wait()
+            assert leftovers(path), f"{point}: the kill left nothing to clean up, so the test proves nothing"
+            assert path.exists() == (point != "aside"), f"{point}: the old model should be moved aside only between the renames"
+            loaded, _ = load_model_dir(path)  # recovery runs first
+            assert (model_fingerprint(loaded) == old) == (expected == "old"), f"{point} (portable={portable})"
+            assert leftovers(path) == [], f"{point}: temporaries left after the next load"
+    finally:
+        for process in processes:
+            if process.poll() is None:
+                process.kill()
+
+
+def test_the_next_run_removes_temporaries_of_killed_runs(tmp_path, monkeypatch, capsys):
+    path = tmp_path / "model"
+    save_old_model(path)
+    stale = tmp_path / ".model.999999999-deadbeef.tmp"  # a pid that cannot be alive
+    stale.mkdir()
+    (stale / "model.pt").write_bytes(b"half")
+    status, _, err = run_main("train_pretrain", [*PRETRAIN_TINY, "--out", path], monkeypatch, capsys)
+    assert status == 0, err
+    assert leftovers(path) == []
+
+
+def test_a_save_under_a_file_size_limit_fails_in_one_line_and_keeps_the_old_model(tmp_path):
+    path = tmp_path / "model"
+    old = save_old_model(path)
+
+    def limit_file_size():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # so a write past the limit fails with EFBIG instead of killing
+        resource.setrlimit(resource.RLIMIT_FSIZE, (20_000, 20_000))
+
+    result = subprocess.run([sys.executable, str(REPO / "train_pretrain.py"), *map(str, PRETRAIN_TINY), "--out", str(path)],
+                            cwd=REPO, capture_output=True, text=True, timeout=120, preexec_fn=limit_file_size)
+    assert_one_line_error(result.returncode, result.stderr, "could not write", str(path), "unchanged")
+    assert model_fingerprint(load_model_dir(path)[0]) == old
+    assert leftovers(path) == []
+
+
+def test_a_diverged_run_stops_in_one_line_and_never_replaces_the_saved_model(tmp_path, monkeypatch, capsys):
+    path = tmp_path / "model"
+    old = save_old_model(path)
+    status, _, err = run_main("train_pretrain", [*PRETRAIN_TINY, "--lr", "1e9", "--steps", "5", "--out", path], monkeypatch, capsys)
+    assert_one_line_error(status, err, "diverged", "lower --lr")
+    assert model_fingerprint(load_model_dir(path)[0]) == old
+
+
+def test_a_base_with_nan_weights_is_refused(pipeline, tmp_path, monkeypatch, capsys):
+    base = tmp_path / "base"
+    shutil.copytree(pipeline["pretrained"], base)
+    state = torch.load(base / "model.pt", weights_only=True)
+    next(iter(state.values())).view(-1)[0] = float("nan")
+    torch.save(state, base / "model.pt")
+    status, out, err = run_main("train_finetune", ["--pretrained", base, "--out", tmp_path / "r", *FINETUNE_DATA_FLAGS],
+                                monkeypatch, capsys)
+    assert_one_line_error(status, err, "NaN or infinite", "model.pt")
+
+
+@pytest.fixture
+def results_copy(pipeline, tmp_path):
+    pretrained, results = tmp_path / "pretrained", tmp_path / "results"
+    shutil.copytree(pipeline["pretrained"], pretrained)
+    shutil.copytree(pipeline["results"], results)
+    return pretrained, results
+
+
+def compare(pretrained, results, monkeypatch, capsys):
+    return run_main("compare", ["--pretrained", pretrained, "--results", results, *FINETUNE_DATA_FLAGS,
+                                "--latency-tokens", "2", "--latency-repeats", "1", "--no-progress"], monkeypatch, capsys)
+
+
+def run_ids(results):
+    metrics = json.loads((results / "metrics.json").read_text())
+    on_disk = {d: json.loads((results / d / "run.json").read_text())["run_id"]
+               for d in ("full_finetune", "layer_freezing", "lora_adapter", "lora_merged")}
+    return {name: record["run_id"] for name, record in metrics["methods"].items()}, on_disk
+
+
+def test_ctrl_c_while_finetuning_results_are_written_leaves_the_old_complete_set(results_copy, monkeypatch, capsys):
+    pretrained, results = results_copy
+    before = run_ids(results)
+    pause_at = "before-write:lora_merged"  # the adapter of the new run is written, its merged model not yet
+    process = start_paused("train_finetune", ["--pretrained", pretrained, "--out", results, *FINETUNE_DATA_FLAGS, "--method", "lora",
+                                              "--steps", "2", "--eval-interval", "2", "--batch-size", "4", "--no-progress"], pause_at)
+    try:
+        wait_until_paused(process, pause_at)
+        process.send_signal(signal.SIGINT)
+        rest = process.stderr.read()
+        assert process.wait(timeout=60) == 130, rest
+        assert "Traceback" not in rest
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert run_ids(results) == before
+    status, _, err = compare(pretrained, results, monkeypatch, capsys)
+    assert status == 0, err
+    assert leftovers(results) == []
+
+
+def test_compare_refuses_a_results_folder_mixing_two_runs(results_copy, monkeypatch, capsys):
+    pretrained, results = results_copy
+    run_file = results / "lora_merged" / "run.json"
+    run_file.write_text(json.dumps({**json.loads(run_file.read_text()), "run_id": "another-run"}))
+    status, _, err = compare(pretrained, results, monkeypatch, capsys)
+    assert_one_line_error(status, err, "mix runs", "lora_merged/", "another-run")
+
+
+def test_compare_fails_when_the_merge_check_is_beyond_float32_rounding(results_copy, monkeypatch, capsys):
+    pretrained, results = results_copy
+    shutil.copy(results / "full_finetune" / "model.pt", results / "lora_merged" / "model.pt")  # same shapes, other weights
+    status, _, err = compare(pretrained, results, monkeypatch, capsys)
+    assert_one_line_error(status, err, "merge check failed", "beyond float32 rounding")
