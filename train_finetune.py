@@ -40,6 +40,9 @@ def parse_args():
     parser.add_argument("--dropout", type=probability, default=LoRAConfig.lora_dropout, help="dropout on the LoRA branch's input")
     parser.add_argument("--targets", default=",".join(DEFAULT_TARGETS), help="comma-separated LoRA target layer names")
     parser.add_argument("--init", choices=A_INITS, default="kaiming", help="initialisation of LoRA's A matrix")
+    parser.add_argument("--adapter-name", default=None,
+                        help="with --method lora: save the adapter as OUT/adapters/NAME/ and the merged model as OUT/merged/NAME/, "
+                        "leaving lora_adapter/, lora_merged/ and metrics.json alone (default: the cooking layout)")
     add_common_flags(parser, seed=DEFAULT_SEED)
     return parser.parse_args()
 

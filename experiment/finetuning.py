@@ -21,7 +21,7 @@ from experiment.plots import plot_loss_curves, plot_parameter_counts
 from lora import LoRAConfig, apply_lora, count_parameters, lora_matrix_savings, parameter_breakdown
 from minigpt.checkpoint import load_model_dir, model_fingerprint, save_model_dir
 from minigpt.device import choose_device
-from minigpt.io import atomic_write_text, ensure_writable_dir
+from minigpt.io import UserError, atomic_write_text, ensure_writable_dir
 from minigpt.training import TrainConfig, train
 
 # Results of methods run separately may be combined only if they saw the same data, steps, batches and seed.
@@ -67,9 +67,14 @@ def finetune_one(method, base, data, args, lora_config, device):
     return model, record
 
 
-def save_artifacts(method, model, out, data, base, lora_config, base_fingerprint) -> dict:
+def save_artifacts(method, model, out, data, base, lora_config, base_fingerprint, adapter_name: str | None = None) -> dict:
     """Write the method's model (and for LoRA the adapter and the merged model); return {name: path}."""
     model = model.cpu()
+    if method.name == "lora" and adapter_name is not None:  # a named adapter, beside the default ones
+        name = adapter_name
+        adapter = save_adapter(out / "adapters" / name, model, lora_config, data.tokenizer, base_fingerprint, base.config.vocab_size)
+        merged = save_model_dir(out / "merged" / name, merge_lora_model(model), data.tokenizer)
+        return {f"adapters/{name}": str(adapter), f"merged/{name}": str(merged)}
     if method.name == "lora":
         adapter = save_adapter(out / "lora_adapter", model, lora_config, data.tokenizer, base_fingerprint, base.config.vocab_size)
         merged = save_model_dir(out / "lora_merged", merge_lora_model(model), data.tokenizer)
@@ -84,6 +89,10 @@ def run_finetuning(args) -> tuple[dict, dict, Path]:
     base, base_tokenizer = load_model_dir(args.pretrained, hint="run python train_pretrain.py first")
     data = prepare_finetune_data(base_tokenizer, args.data, args.probes, args.pretrain_corpus, args.pretrain_probes, base.config.block_size)
     names = list(METHODS) if args.method == "all" else [args.method]
+    adapter_name = getattr(args, "adapter_name", None)
+    if adapter_name is not None and (args.method != "lora" or not adapter_name.isidentifier()):
+        raise UserError(f"--adapter-name {adapter_name!r} needs --method lora and a name of letters, digits and underscores, "
+                        "e.g. --method lora --adapter-name sport")
     lora_config = lora_config_from_args(args)
     if "lora" in names:
         apply_lora(copy.deepcopy(base), lora_config)  # check targets and rank now, before anything trains
@@ -101,7 +110,7 @@ def run_finetuning(args) -> tuple[dict, dict, Path]:
     for name in names:
         method = METHODS[name]
         model, record = finetune_one(method, base, data, args, lora_config, device)
-        artifacts.update(save_artifacts(method, model, out, data, base, lora_config, base_fingerprint))
+        artifacts.update(save_artifacts(method, model, out, data, base, lora_config, base_fingerprint, adapter_name))
         records[name] = record
 
     metrics = {
@@ -110,7 +119,10 @@ def run_finetuning(args) -> tuple[dict, dict, Path]:
         "new_words": data.new_words, "base_fingerprint": base_fingerprint, "before": before,
         "methods": records, "artifacts": artifacts,
     }
-    write_results(out, metrics)
+    if adapter_name is not None:  # a named adapter keeps its figures beside it, the default run's metrics.json untouched
+        atomic_write_text(out / "adapters" / f"{adapter_name}.metrics.json", json.dumps(metrics, indent=2) + "\n")
+    else:
+        write_results(out, metrics)
     return records, before, out
 
 
