@@ -49,12 +49,15 @@ def parse_args():
     parser.add_argument("--targets", default=",".join(DEFAULT_TARGETS), help="comma-separated LoRA target layer names")
     parser.add_argument("--init", choices=A_INITS, default="kaiming", help="initialisation of LoRA's A matrix")
     add_variant_flags(parser)
+    parser.add_argument("--adapter-name", default=None,
+                        help="with --method lora: save the adapter as OUT/adapters/NAME/ and the merged model as OUT/merged/NAME/, "
+                        "leaving lora_adapter/, lora_merged/ and metrics.json alone (default: the cooking layout)")
     add_common_flags(parser, seed=DEFAULT_SEED)
     return parser.parse_args()
 
 
 def add_variant_flags(parser) -> None:
-    variants = parser.add_argument_group("LoRA variants (PEFT's names; see README section 3.4)")
+    variants = parser.add_argument_group("LoRA variants (PEFT's names; see README section 3.6)")
     variants.add_argument("--use-rslora", action="store_true", help="rsLoRA: scale the update by alpha/sqrt(r) instead of alpha/r")
     variants.add_argument("--use-dora", action="store_true", help="DoRA: a trainable magnitude per output feature, LoRA on the direction")
     variants.add_argument("--loraplus-lr-ratio", type=positive_float, default=None,

@@ -7,6 +7,8 @@ Writes four files next to this script:
   pretrain_probes.json  prompts whose next word a pretrained model should know
   cooking.txt           a small cooking corpus for the fine-tuning chapters
   cooking_probes.json   prompts about facts that only the cooking corpus states
+  sport.txt             a second fine-tuning domain (games, gear, moves), for several adapters
+  sport_probes.json     prompts about facts that only the sport corpus states
 
 Why generate the text instead of downloading some?  A 64-wide model trained for
 about a minute on a laptop CPU can learn only a small vocabulary, and only facts
@@ -15,7 +17,7 @@ tables gives us that control, and the checks at the end prove each probe is
 learnable in principle: its sentence occurs often, and wherever its prompt occurs
 the very next word is the answer.
 
-Standard library only and deterministic (one seeded random.Random, no set order),
+Standard library only and deterministic (seeded random.Random streams, no set order),
 so running it twice gives byte-identical files:  python data/make_corpora.py
 """
 
@@ -573,6 +575,83 @@ def make_cooking(rng):
 
 
 # ---------------------------------------------------------------------------
+# Sport facts: a second fine-tuning domain, for serving several adapters on one
+# base.  Same style as cooking; its new words are games, gear, moves and teams.
+# It has its own seeded generator (SPORT_SEED), created after the other two
+# corpora are drawn, so adding it left pretrain.txt and cooking.txt unchanged.
+# Two cooking words (ramen, noodles) appear here on purpose: both adapters then
+# bring a row for the same new word, the case experiment/adapters.py handles.
+# ---------------------------------------------------------------------------
+
+SPORT_SEED = 4321
+
+# game: (its main fact), sentences of its own
+GAMES = {
+    "cricket": (("in cricket you hit the ball with a", "bat", ""), ["cricket is played on a wide green field.", "a game of cricket can last all day."]),
+    "tennis": (("in tennis you hit the ball with a", "racket", ""), ["tennis is played on a court with a net.", "two or four players play tennis."]),
+    "hockey": (("in hockey you hit the puck with a", "stick", ""), ["hockey is played on the ice.", "the players move fast on their skates."]),
+    "rugby": (("in rugby you carry an oval", "ball", ""), ["rugby is a rough game.", "the players run and push very hard."]),
+    "golf": (("in golf you hit the ball into a", "hole", ""), ["golf is played on a long quiet course.", "the ball is small and white."]),
+    "badminton": (("in badminton you hit a", "shuttlecock", ""), ["badminton is played with a high net.", "the shuttlecock has light feathers."]),
+    "baseball": (("in baseball the player that throws the ball is the", "pitcher", ""), ["baseball is popular in america.", "the batter tries to hit the ball very far."]),
+    "volleyball": (("in volleyball the ball must fly over the", "net", ""), ["volleyball is played by two teams of six.", "people play volleyball on the beach in summer."]),
+    "skiing": (("in skiing you slide down the", "slope", ""), ["skiing is a winter sport.", "you need warm clothes for skiing."]),
+    "judo": (("in judo the players wear a white", "gi", ""), ["judo comes from japan.", "in judo you throw the other player to the mat."]),
+    "fencing": (("in fencing you hold a thin", "sword", "called a foil"), ["fencing is fast and careful.", "the players wear a mask over the face."]),
+    "marathon": (("a marathon is a very long", "race", ""), ["runners train for months before a marathon.", "people cheer for the runners along the road."]),
+}
+
+# role or thing: the description that names it ("<description> <word>."), sentences of its own
+SPORT_WORDS = {
+    "referee": ("the person that keeps the rules of a game is the", ["the referee blows a loud whistle.", "everyone must listen to the referee."]),
+    "goalkeeper": ("the player that guards the goal is the", ["the goalkeeper can catch the ball with both hands.", "the goalkeeper stands in front of the net."]),
+    "stadium": ("a huge building where thousands watch a game is a", ["the stadium is full of happy fans.", "the fans sing and shout in the stadium."]),
+    "trophy": ("the winners of the final lift a shiny", ["the trophy is made of gold.", "the team is proud of its trophy."]),
+    "whistle": ("the referee starts the match with a", ["the sound is short and loud.", "everyone hears the sound across the field."]),
+    "dribbling": ("running with the ball at your feet is called", ["you keep the ball close to your feet.", "good players can run fast with the ball."]),
+    "sprinting": ("running as fast as you can for a short way is called", ["the runners push hard with their legs.", "the race is over in a few seconds."]),
+    "stretching": ("making your muscles long before a game is called", ["it keeps your legs safe.", "every player does it before the match."]),
+    "penalty": ("a free shot at the goal after a foul is a", ["the whole stadium goes quiet.", "the goalkeeper waits on the line."]),
+    "coach": ("the person that trains the team is the", ["the coach plans every training.", "the coach talks to the players before the match."]),
+}
+SPORT_FAMILIAR_ANSWERS = ["ball", "hole", "net", "race", "stick"]
+
+
+def sport_probe_triples():
+    t = [fact for fact, own in GAMES.values()]
+    return t + [(desc, word, "") for word, (desc, own) in SPORT_WORDS.items()]
+
+
+SPORT_CLOSERS = ["sport keeps us fit and happy.", "what a great match.", "the fans go home happy.",
+                 "after the match the players eat ramen with noodles."]
+
+
+def game_doc(rng, game):
+    fact, own = GAMES[game]
+    openers = [f"let us play {game}.", f"today at the club we play {game}.", f"this is a short story about {game}.",
+               f"many people love {game}."]
+    return document(rng, openers, [say(*fact)], own, SPORT_CLOSERS, (0, 1))
+
+
+def sport_word_doc(rng, word):
+    desc, own = SPORT_WORDS[word]
+    return document(rng, ["let us learn about sport.", "every player should know this.", "here is a word from sport."],
+                    [say(desc, word)], own, SPORT_CLOSERS, (0, 1))
+
+
+def make_sport(rng):
+    docs = []
+    for g in GAMES:
+        docs += [game_doc(rng, g) for _ in range(13)]
+    for w in SPORT_WORDS:
+        docs += [sport_word_doc(rng, w) for _ in range(12)]
+    probes = sport_probe_triples()
+    docs += [quiz_doc(rng, probes, i, "every player can learn these things.") for i in range(3 * len(probes))]
+    rng.shuffle(docs)
+    return docs
+
+
+# ---------------------------------------------------------------------------
 # Checks.  Any failure stops the script with a message: better no corpus than
 # a corpus whose probes cannot be learned.
 # ---------------------------------------------------------------------------
@@ -681,15 +760,35 @@ def main():
         if wrong:
             fail(f"cooking.txt follows the pretraining prompt {prompt!r} with {wrong}, not {answer!r}")
 
-    for filename, docs in (("pretrain.txt", pre_docs), ("cooking.txt", cook_docs)):
+    sport_docs, sport_probes = make_sport(random.Random(SPORT_SEED)), sport_probe_triples()
+    sport_words, sport_vocab = check_corpus("sport.txt", sport_docs, ((300, 900), (5000, 14000), (100, 1000)))
+    min_sport = check_probes("sport", sport_probes, doc_tokens(sport_docs), 15)
+    sport_new = [w for w in sport_vocab if w not in known]
+    if len(sport_new) < 20:
+        fail(f"sport.txt has {len(sport_new)} words absent from pretrain.txt, wanted at least 20: {sport_new}")
+    if len([w for w in sport_new if w not in new_words]) < 20:
+        fail("sport.txt needs at least 20 words that neither pretrain.txt nor cooking.txt uses")
+    for ans in [ans for _, ans, _ in sport_probes if ans not in SPORT_FAMILIAR_ANSWERS]:
+        if ans in known:
+            fail(f"the sport answer {ans!r} should be a new word, but pretrain.txt uses it")
+    for prompt, answer, _ in pre_probes:
+        wrong = sorted(set(occurrences(doc_tokens(sport_docs), prompt)[0]) - {answer})
+        if wrong:
+            fail(f"sport.txt follows the pretraining prompt {prompt!r} with {wrong}, not {answer!r}")
+
+    for filename, docs in (("pretrain.txt", pre_docs), ("cooking.txt", cook_docs), ("sport.txt", sport_docs)):
         write_atomically(filename, "\n\n".join(docs) + "\n")
-    for filename, triples in (("pretrain_probes.json", pre_probes), ("cooking_probes.json", cook_probes)):
+    for filename, triples in (("pretrain_probes.json", pre_probes), ("cooking_probes.json", cook_probes),
+                              ("sport_probes.json", sport_probes)):
         probes = [{"prompt": p, "answer": ans} for p, ans, _ in triples]
         write_atomically(filename, json.dumps(probes, indent=1) + "\n")
 
     print(f"pretrain.txt: {len(pre_docs)} documents, {pre_words} words, {len(pre_vocab)} distinct words")
     print(f"cooking.txt:  {len(cook_docs)} documents, {cook_words} words, {len(cook_vocab)} distinct words")
     print(f"cooking words absent from pretrain.txt ({len(new_words)}): {' '.join(new_words)}")
+    print(f"sport.txt:    {len(sport_docs)} documents, {sport_words} words, {len(sport_vocab)} distinct words")
+    print(f"sport words absent from pretrain.txt ({len(sport_new)}): {' '.join(sport_new)}")
+    print(f"sport probes: {len(sport_probes)} (each stated at least {min_sport} times)")
     print(f"probes: {len(pre_probes)} pretraining (each stated at least {min_pre} times), "
           f"{len(cook_probes)} cooking (each stated at least {min_cook} times)")
     longest = max(pre_probes + cook_probes, key=lambda t: len(words(t[0])))[0]

@@ -92,7 +92,24 @@ def load_adapter(adapter_path, base_path, device="cpu"):
     settings = read_adapter_config(adapter_path)
     config = LoRAConfig.from_dict(settings)
     model, base_tokenizer = load_model_dir(base_path, hint="run python train_pretrain.py first")
-    fingerprint = model_fingerprint(model)
+    tokenizer, rows = check_adapter_fits_base(adapter_path, settings, model_fingerprint(model), model.config.n_embd,
+                                              base_tokenizer, base_path)
+    model.resize_token_embeddings(tokenizer.vocab_size)
+    new_rows = split_new_token_rows(model, settings["base_vocab_size"])
+    with torch.no_grad():
+        new_rows.copy_(rows)
+    try:
+        lora_weights = load_lora_weights(adapter_path / LORA_WEIGHTS)
+        apply_lora(model, config)
+        load_lora_state_dict(model, lora_weights, source=str(adapter_path / LORA_WEIGHTS))
+    except LoRAError as error:  # lora names the problem; this layer adds how to fix it here
+        raise UserError(f"{error}; {RERUN}") from None
+    return model.to(device).eval(), tokenizer, config
+
+
+def check_adapter_fits_base(adapter_path: Path, settings: dict, fingerprint: str, n_embd: int, base_tokenizer: WordTokenizer,
+                            base_path):
+    """The adapter's base fingerprint, tokenizer and new rows checked against this base; returns (tokenizer, rows)."""
     if fingerprint != settings["base_model_fingerprint"]:
         raise UserError(
             f"adapter {adapter_path} was trained on a different base model (fingerprint "
@@ -113,17 +130,6 @@ def load_adapter(adapter_path, base_path, device="cpu"):
     check_float_tensors({"rows": rows}, adapter_path / EMBEDDING_WEIGHTS)
     token_ids = embedding["token_ids"]
     ids_match = torch.is_tensor(token_ids) and token_ids.tolist() == expected_ids.tolist()
-    if not ids_match or tuple(rows.shape) != (len(expected_ids), model.config.n_embd):
+    if not ids_match or tuple(rows.shape) != (len(expected_ids), n_embd):
         raise UserError(f"{adapter_path / EMBEDDING_WEIGHTS} does not match the {len(expected_ids)} new words of {adapter_path / TOKENIZER}")
-
-    model.resize_token_embeddings(tokenizer.vocab_size)
-    new_rows = split_new_token_rows(model, base_vocab)
-    with torch.no_grad():
-        new_rows.copy_(rows)
-    try:
-        lora_weights = load_lora_weights(adapter_path / LORA_WEIGHTS)
-        apply_lora(model, config)
-        load_lora_state_dict(model, lora_weights, source=str(adapter_path / LORA_WEIGHTS))
-    except LoRAError as error:  # lora names the problem; this layer adds how to fix it here
-        raise UserError(f"{error}; {RERUN}") from None
-    return model.to(device).eval(), tokenizer, config
+    return tokenizer, rows

@@ -30,7 +30,8 @@ from lora import LoRAConfig, apply_lora, count_parameters, lora_matrix_savings, 
 from lora.config import DEFAULT_TARGETS
 from minigpt.checkpoint import RUN_FILE, load_model_dir, model_fingerprint, save_model_dir
 from minigpt.device import choose_device
-from minigpt.io import apply_threads, ensure_writable_dir, new_run_id, refuse_foreign_directory, require_number, write_directory_atomically
+from minigpt.io import (UserError, apply_threads, atomic_write_text, ensure_writable_dir, new_run_id, refuse_foreign_directory,
+                        require_number, write_directory_atomically)
 from minigpt.training import TrainConfig, train
 
 # What a results folder may hold: this script's artifacts and compare.py's outputs. Anything else is the user's.
@@ -39,8 +40,11 @@ ARTIFACT_DIRECTORIES = {"full": ["full_finetune"], "freeze": ["layer_freezing"],
 MODEL_FILES = {"config.json", "model.pt", "tokenizer.json", RUN_FILE}
 ARTIFACT_FILES = {"full_finetune": MODEL_FILES, "layer_freezing": MODEL_FILES, "lora_merged": MODEL_FILES,
                   "lora_adapter": {*ADAPTER_FILES, RUN_FILE}, "variants": set(VARIANTS)}
-RESULT_FILES = {*ARTIFACT_FILES, "metrics.json", "parameter_counts.png", "loss_curves.png",
-                "comparison.md", "comparison.json", "forgetting_vs_learning.png", "storage.png", "inference_latency.png"}
+# Named adapters (--adapter-name) live beside the default run's result set and are carried over when it is replaced.
+NAMED_ADAPTER_DIRECTORIES = ("adapters", "merged")
+RESULT_FILES = {*ARTIFACT_FILES, *NAMED_ADAPTER_DIRECTORIES, "metrics.json", "parameter_counts.png", "loss_curves.png",
+                "comparison.md", "comparison.json", "forgetting_vs_learning.png", "storage.png", "inference_latency.png",
+                "adapters_comparison.md", "adapters_comparison.json"}
 
 # Results of methods run separately may be combined only if they saw the same data, steps, batches and seed.
 SHARED_SETTINGS = ("data", "probes", "pretrain_corpus", "pretrain_probes", "steps", "batch_size", "seed", "eval_interval")
@@ -97,9 +101,17 @@ def finetune_one(method, base, data, args, lora_config, device):
 
 
 def save_artifacts(method, model, out, data, base, lora_config, base_fingerprint, run_info: dict,
-                   variant: str | None = None) -> None:
-    """Write the method's model (and for LoRA the adapter and the merged model) under `out`, each with run.json."""
+                   variant: str | None = None, adapter_name: str | None = None) -> None:
+    """Write the method's model (and for LoRA the adapter and the merged model) under `out`, each with run.json.
+
+    A named adapter (--adapter-name) goes to adapters/NAME/ and merged/NAME/ instead, each directory swapped in atomically.
+    """
     model = model.cpu()
+    if method.name == "lora" and adapter_name is not None:
+        save_adapter(out / "adapters" / adapter_name, model, lora_config, data.tokenizer, base_fingerprint,
+                     base.config.vocab_size, run_info)
+        save_model_dir(out / "merged" / adapter_name, merge_lora_model(model), data.tokenizer, run_info=run_info)
+        return
     if method.name == "lora":
         adapter, merged = ("lora_adapter", "lora_merged") if variant is None else \
             (f"variants/{variant}/adapter", f"variants/{variant}/merged")
@@ -130,6 +142,10 @@ def run_finetuning(args) -> tuple[dict, dict, Path]:
     resolve_data_paths(args, args.pretrained)
     data = prepare_finetune_data(base_tokenizer, args.data, args.probes, args.pretrain_corpus, args.pretrain_probes, base.config.block_size)
     names = {"all": list(METHODS), "variants": []}.get(args.method, [args.method])
+    adapter_name = getattr(args, "adapter_name", None)
+    if adapter_name is not None and (args.method != "lora" or not adapter_name.isidentifier()):
+        raise UserError(f"--adapter-name {adapter_name!r} needs --method lora and a name of letters, digits and underscores, "
+                        "e.g. --method lora --adapter-name sport")
     lora_config = lora_config_from_args(args)
     variants = {v: variant_config(lora_config, v) for v in VARIANTS} if args.method == "variants" else {}
     for config in [lora_config, *variants.values()] if "lora" in names or variants else []:
@@ -169,7 +185,13 @@ def run_finetuning(args) -> tuple[dict, dict, Path]:
         "new_words": data.new_words, "base_fingerprint": base_fingerprint, "before": before,
         "methods": records, "variants": variant_records,
     }
-    write_results(out, metrics, save_trained)
+    if adapter_name is not None:  # a named adapter keeps its figures beside it; the default result set is untouched
+        info = {"run_id": run_id, "written_by": "train_finetune.py", "method": "lora", "adapter_name": adapter_name}
+        save_artifacts(METHODS["lora"], models["lora"], out, data, base, lora_config, base_fingerprint, info,
+                       adapter_name=adapter_name)
+        atomic_write_text(out / "adapters" / f"{adapter_name}.metrics.json", json.dumps(metrics, indent=2) + "\n")
+    else:
+        write_results(out, metrics, save_trained)
     return {**records, **variant_records}, before, out
 
 
@@ -209,6 +231,9 @@ def write_results(out: Path, metrics: dict, save_trained) -> None:
         save_trained(staging)
         for name in [*kept["methods"], *kept["variants"]]:  # copied as they are, run.json included
             for directory in ARTIFACT_DIRECTORIES[name]:
+                shutil.copytree(out / directory, staging / directory)
+        for directory in NAMED_ADAPTER_DIRECTORIES:  # named adapters belong to no run of the default set: carried over
+            if (out / directory).is_dir():
                 shutil.copytree(out / directory, staging / directory)
         (staging / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
         plot_parameter_counts({r["label"]: r["parameters"] for r in runs.values()}, staging / "parameter_counts.png")

@@ -32,12 +32,25 @@ class CausalSelfAttention(nn.Module):
         self.o_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
         self.residual_dropout = nn.Dropout(config.dropout)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, cache: "LayerCache | None" = None) -> torch.Tensor:
         B, T, C = x.shape
         # Project, then split the channels into heads: (B, T, C) -> (B, n_head, T, head_dim)
         q = self.q_proj(x).view(B, T, self.n_head, self.head_dim).transpose(1, 2)
         k = self.k_proj(x).view(B, T, self.n_head, self.head_dim).transpose(1, 2)
         v = self.v_proj(x).view(B, T, self.n_head, self.head_dim).transpose(1, 2)
+        if cache is not None and cache.keys is not None:
+            # Decoding with a key/value cache: the T new queries attend to every earlier key as well.
+            past = cache.keys.size(2)
+            k = torch.cat([cache.keys, k], dim=2)  # (B, n_head, past + T, head_dim)
+            v = torch.cat([cache.values, v], dim=2)  # (B, n_head, past + T, head_dim)
+            cache.keys, cache.values = k, v
+            # new query i (position past + i) may see keys 0 .. past + i
+            visible = torch.ones(T, past + T, dtype=torch.bool, device=x.device).tril(diagonal=past)  # (T, past + T)
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=visible)  # (B, n_head, T, head_dim)
+            y = y.transpose(1, 2).contiguous().view(B, T, C)
+            return self.residual_dropout(self.o_proj(y))
+        if cache is not None:  # the first call fills an empty cache
+            cache.keys, cache.values = k, v
         # softmax(q k^T / sqrt(head_dim)) v with a causal mask, in one fused call
         y = F.scaled_dot_product_attention(
             q, k, v, dropout_p=self.dropout if self.training else 0.0, is_causal=True
@@ -69,10 +82,35 @@ class Block(nn.Module):
         self.feed_forward_norm = nn.LayerNorm(config.n_embd, bias=config.bias)
         self.feed_forward = FeedForward(config)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.attention(self.attention_norm(x))
+    def forward(self, x: torch.Tensor, cache: "LayerCache | None" = None) -> torch.Tensor:
+        x = x + self.attention(self.attention_norm(x), cache)
         x = x + self.feed_forward(self.feed_forward_norm(x))
         return x
+
+
+class LayerCache:
+    """One block's keys and values so far, each (B, n_head, T_seen, head_dim); None before the first call."""
+
+    def __init__(self):
+        self.keys: torch.Tensor | None = None
+        self.values: torch.Tensor | None = None
+
+
+class KVCache:
+    """The key/value cache of a whole model: one LayerCache per block, and how many positions it holds.
+
+    With it, generating a token costs one position instead of re-reading the
+    whole context: the keys and values of earlier positions never change,
+    because attention is causal. See MiniGPT.generate(use_cache=True).
+    """
+
+    def __init__(self, n_layer: int):
+        self.layers = [LayerCache() for _ in range(n_layer)]
+
+    @property
+    def length(self) -> int:
+        keys = self.layers[0].keys
+        return 0 if keys is None else keys.size(2)
 
 
 class MiniGPT(nn.Module):
@@ -108,16 +146,21 @@ class MiniGPT(nn.Module):
         """Parameters counted once each (the tied head shares the embedding's)."""
         return sum(p.numel() for p in self.parameters() if p.requires_grad or not trainable_only)
 
-    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None):
-        """idx (B, T) token ids -> logits (B, T, vocab_size), and the mean cross-entropy if targets are given."""
+    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None, cache: KVCache | None = None):
+        """idx (B, T) token ids -> logits (B, T, vocab_size), and the mean cross-entropy if targets are given.
+
+        With a `cache`, idx holds only the new tokens: they sit at positions
+        cache.length, cache.length + 1, ... and their keys and values are added to it.
+        """
         B, T = idx.shape
-        if T > self.config.block_size:
-            raise ValueError(f"sequence of length {T} is longer than block_size {self.config.block_size}")
-        positions = torch.arange(T, device=idx.device)  # (T,)
+        start = cache.length if cache is not None else 0
+        if start + T > self.config.block_size:
+            raise ValueError(f"sequence of length {start + T} is longer than block_size {self.config.block_size}")
+        positions = torch.arange(start, start + T, device=idx.device)  # (T,)
         x = self.token_embedding(idx) + self.position_embedding(positions)  # (B, T, C)
         x = self.embedding_dropout(x)
-        for block in self.blocks:
-            x = block(x)
+        for index, block in enumerate(self.blocks):
+            x = block(x, cache.layers[index] if cache is not None else None)
         logits = self.lm_head(self.final_norm(x))  # (B, T, vocab_size)
         loss = None
         if targets is not None:
@@ -128,12 +171,26 @@ class MiniGPT(nn.Module):
     @torch.no_grad()
     def generate(
         self, idx: torch.Tensor, max_new_tokens: int, temperature: float = 1.0, top_k: int | None = None,
-        generator: torch.Generator | None = None,
+        generator: torch.Generator | None = None, use_cache: bool = False,
     ) -> torch.Tensor:
-        """Append `max_new_tokens` tokens to idx (B, T). temperature=0 means greedy (argmax) decoding."""
+        """Append `max_new_tokens` tokens to idx (B, T). temperature=0 means greedy (argmax) decoding.
+
+        use_cache=True keeps every position's keys and values (KVCache), so each
+        new token costs one position instead of the whole context. The position
+        embedding is absolute, so once the sequence is longer than block_size every
+        cached key belongs to a shifted position: from then on each step re-encodes
+        the last block_size tokens, exactly as the uncached path does.
+        """
+        cache, fed = None, 0  # fed: how many tokens of idx the cache has seen
         for _ in range(max_new_tokens):
-            context = idx[:, -self.config.block_size :]  # the model sees at most block_size tokens
-            logits, _ = self(context)
+            if use_cache and idx.size(1) <= self.config.block_size:
+                if cache is None:
+                    cache = KVCache(len(self.blocks))
+                logits, _ = self(idx[:, fed:], cache=cache)  # only the tokens the cache has not seen
+                fed = idx.size(1)
+            else:
+                context = idx[:, -self.config.block_size :]  # the model sees at most block_size tokens
+                logits, _ = self(context)
             logits = logits[:, -1, :]  # (B, vocab_size): only the last position predicts the next token
             if temperature == 0:
                 next_id = logits.argmax(dim=-1, keepdim=True)

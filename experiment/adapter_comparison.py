@@ -1,0 +1,132 @@
+"""What compare_adapters.py runs: every adapter (and a mix) on every domain, and what switching costs.
+
+* The table: the base, each adapter, and the mix, each evaluated on each
+  domain's validation split and probes and on the pretraining corpus. Text is
+  tokenized with the union vocabulary; a word the model being measured lacks
+  reads as <unk>, in inputs and in targets (what that model on its own would
+  see), so the base's loss on a new domain counts predicting <unk> as right.
+* Timings, interleaved (A, B, C, A, B, C, ...) so that load on a shared machine
+  hits every variant alike, reported as median and interquartile range:
+  switching adapters in memory, loading an adapter directory onto the served
+  base, and loading a merged model directory from disk; and generation speed
+  with and without the key/value cache.
+"""
+
+import json
+import statistics
+import time
+from pathlib import Path
+
+import torch
+
+from experiment.adapters import AdapterServer
+from minigpt.checkpoint import load_model_dir
+from minigpt.data import encode_documents, read_corpus, split_documents, split_train_val
+from minigpt.evaluation import load_probes, probe_accuracy, stream_loss
+from minigpt.io import UserError, atomic_write_text
+
+
+def spread(values: list[float]) -> dict:
+    quartiles = statistics.quantiles(values, n=4) if len(values) > 1 else [values[0]] * 3
+    return {"median": statistics.median(values), "q1": quartiles[0], "q3": quartiles[2], "n": len(values)}
+
+
+def validation_ids(server: AdapterServer, corpus: str) -> torch.Tensor:
+    _, val_docs = split_train_val(split_documents(read_corpus(corpus)))
+    return encode_documents(val_docs, server.tokenizer)
+
+
+def measure_table(server: AdapterServer, domains: dict[str, tuple[str, str]], models: dict[str, dict], device) -> dict:
+    """{model label: {domain: {"val_loss", "probe_accuracy"}}}; models maps a label to adapter weights ({} = base)."""
+    data = {name: (validation_ids(server, corpus), load_probes(probes)) for name, (corpus, probes) in domains.items()}
+    table = {}
+    for label, weights in models.items():
+        server.mix(weights)
+        row = {}
+        for domain, (ids, probes) in data.items():
+            accuracy, _ = probe_accuracy(server.model, server.tokenizer, probes, device)
+            row[domain] = {"val_loss": stream_loss(server.model, server.known_ids(ids), device), "probe_accuracy": accuracy}
+        table[label] = row
+    server.use(None)
+    return table
+
+
+def time_switching(server: AdapterServer, spare: AdapterServer, adapter_paths: dict[str, Path], merged_path: Path,
+                   repeats: int, device) -> dict:
+    """Seconds to switch adapters in memory, to load one adapter directory onto `spare`, and to load a merged model."""
+    names = list(adapter_paths)
+    swap, load_adapter_dir, load_merged = [], [], []
+    for i in range(repeats):
+        start = time.perf_counter()
+        server.use(names[i % len(names)])
+        swap.append(time.perf_counter() - start)
+
+        start = time.perf_counter()
+        spare.load("timed", adapter_paths[names[0]])
+        load_adapter_dir.append(time.perf_counter() - start)
+        spare.delete("timed")
+
+        start = time.perf_counter()
+        load_model_dir(merged_path, device)
+        load_merged.append(time.perf_counter() - start)
+    return {"swap_in_memory": spread(swap), "load_adapter_directory": spread(load_adapter_dir), "load_merged_model": spread(load_merged)}
+
+
+@torch.no_grad()
+def time_generation(model, prompt_ids: list[int], tokens: int, repeats: int, device) -> dict:
+    """Tokens per second with and without the key/value cache, interleaved, greedy."""
+    idx = torch.tensor([prompt_ids], device=device)
+    rates = {"cached": [], "uncached": []}
+    model.generate(idx, 2, temperature=0.0, use_cache=True)  # warm-up
+    for _ in range(repeats):
+        for label, use_cache in (("uncached", False), ("cached", True)):
+            start = time.perf_counter()
+            model.generate(idx, tokens, temperature=0.0, use_cache=use_cache)
+            rates[label].append(tokens / (time.perf_counter() - start))
+    return {label: spread(values) for label, values in rates.items()}
+
+
+def run_adapter_comparison(args, device) -> dict:
+    adapters = dict(args.adapter_paths)
+    server = AdapterServer.from_base_dir(args.pretrained, device)
+    for name, path in adapters.items():
+        server.load(name, path)
+    if len(adapters) < 2:
+        raise UserError("compare_adapters.py needs at least two adapters; pass --adapter NAME=DIR twice")
+    domains = {"pretraining": (args.pretrain_corpus, args.pretrain_probes), **dict(args.domains)}
+    mix = {name: 1.0 / len(adapters) for name in adapters}
+    models = {"base": {}, **{name: {name: 1.0} for name in adapters},
+              "mix " + ",".join(f"{n}={w:g}" for n, w in mix.items()): mix}
+    table = measure_table(server, domains, models, device)
+    spare = AdapterServer.from_base_dir(args.pretrained, device)  # only for timing loads
+    switching = time_switching(server, spare, adapters, Path(args.merged), args.repeats, device)
+    base, tokenizer = load_model_dir(args.pretrained, device)
+    prompt = [tokenizer.eot_id] + tokenizer.encode("the capital of france is")
+    block = base.config.block_size
+    generation = {
+        f"{block - len(prompt)} tokens (within the context)": time_generation(base, prompt, block - len(prompt), args.repeats, device),
+        f"{2 * block} tokens (past the context)": time_generation(base, prompt, 2 * block, max(3, args.repeats // 3), device),
+    }
+    result = {"adapters": {n: str(p) for n, p in adapters.items()}, "shared_words": server.shared_words,
+              "table": table, "switching_seconds": switching, "generation_tokens_per_second": generation,
+              "repeats": args.repeats, "device": str(device), "torch_threads": torch.get_num_threads()}
+    out = Path(args.out)
+    atomic_write_text(out / "adapters_comparison.json", json.dumps(result, indent=2) + "\n")
+    atomic_write_text(out / "adapters_comparison.md", markdown(result))
+    return result
+
+
+def markdown(result: dict) -> str:
+    domains = list(next(iter(result["table"].values())))
+    lines = ["| model | " + " | ".join(f"{d} val loss | {d} probes" for d in domains) + " |",
+             "|---|" + "---|---|" * len(domains)]
+    for label, row in result["table"].items():
+        lines.append(f"| {label} | " + " | ".join(f"{row[d]['val_loss']:.3f} | {row[d]['probe_accuracy']:.0%}" for d in domains) + " |")
+    lines += ["", "| operation | median | interquartile range |", "|---|---|---|"]
+    for label, s in result["switching_seconds"].items():
+        lines.append(f"| {label.replace('_', ' ')} | {s['median'] * 1e3:.3f} ms | {s['q1'] * 1e3:.3f} to {s['q3'] * 1e3:.3f} ms |")
+    lines += ["", "| generation | cache | median tokens/s | interquartile range |", "|---|---|---|---|"]
+    for label, rates in result["generation_tokens_per_second"].items():
+        for cache, s in rates.items():
+            lines.append(f"| {label} | {cache} | {s['median']:,.0f} | {s['q1']:,.0f} to {s['q3']:,.0f} |")
+    return "\n".join(lines) + "\n"

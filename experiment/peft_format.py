@@ -1,0 +1,133 @@
+"""The adapter directory in Hugging Face PEFT's on-disk layout, and back.
+
+PEFT's `save_pretrained` writes two files that `PeftModel.from_pretrained` reads:
+  adapter_config.json         peft_type "LORA", r, lora_alpha, lora_dropout, target_modules, bias, ...
+  adapter_model.safetensors   the A and B tensors under "base_model.model.<module path>.lora_A.weight"
+  (or adapter_model.bin)      and ".lora_B.weight" (PEFT wraps the model twice, hence the prefix;
+                              the adapter's own name is not part of the saved keys)
+Both formats hold the same state dict; safetensors is written when the
+`safetensors` package is importable, else the .bin (torch.save).
+
+PEFT has no place for new vocabulary, so three files of this project sit beside them:
+  new_token_rows.safetensors  the new words' embedding rows and their token ids (.pt without safetensors)
+  tokenizer.json              the extended vocabulary (the base's words first, ids unchanged)
+  minigpt_adapter.json        the base model's fingerprint and vocabulary sizes
+A PEFT user builds MiniGPT from the base directory, grows its vocabulary to
+vocab_size (resize_token_embeddings), copies `rows` into the embedding at
+`token_ids`, and then calls PeftModel.from_pretrained(model, directory).
+"""
+
+import json
+from pathlib import Path
+
+import torch
+
+from experiment.adapter import EMBEDDING_WEIGHTS, LORA_CONFIG, LORA_WEIGHTS, TOKENIZER, read_adapter_config
+from lora import LoRAConfig, LoRAError, load_lora_weights
+from minigpt.io import UserError, load_tensor_file, read_text_file, write_directory_atomically
+from minigpt.tokenizer import WordTokenizer
+
+PEFT_CONFIG, PEFT_SAFETENSORS, PEFT_BIN = "adapter_config.json", "adapter_model.safetensors", "adapter_model.bin"
+ROWS_SAFETENSORS, ROWS_PT, MINIGPT_INFO = "new_token_rows.safetensors", "new_token_rows.pt", "minigpt_adapter.json"
+PREFIX = "base_model.model."
+
+
+def have_safetensors() -> bool:
+    try:
+        import safetensors.torch  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def peft_config(config: LoRAConfig) -> dict:
+    """PEFT's LoraConfig fields for this adapter (the ones that matter for loading, and the usual defaults)."""
+    return {
+        "peft_type": "LORA", "task_type": None, "base_model_name_or_path": None, "revision": None, "inference_mode": True,
+        "r": config.r, "lora_alpha": config.lora_alpha, "lora_dropout": config.lora_dropout,
+        "target_modules": list(config.target_modules), "bias": "none", "fan_in_fan_out": False,
+        "init_lora_weights": True if config.init_lora_weights == "kaiming" else "gaussian",
+        "modules_to_save": None, "use_rslora": False, "use_dora": False,
+        "layers_to_transform": None, "layers_pattern": None, "rank_pattern": {}, "alpha_pattern": {},
+    }
+
+
+def _save_tensors(tensors: dict, directory: Path, safetensors_name: str, torch_name: str, use_safetensors: bool) -> None:
+    if use_safetensors:
+        from safetensors.torch import save_file
+        save_file({k: v.contiguous() for k, v in tensors.items()}, str(directory / safetensors_name))
+    else:
+        torch.save(tensors, directory / torch_name)
+
+
+def _load_tensors(directory: Path, safetensors_name: str, torch_name: str, what: str) -> dict:
+    if (directory / safetensors_name).is_file():
+        if not have_safetensors():
+            raise UserError(f"{directory / safetensors_name} needs the safetensors package; pip install safetensors")
+        from safetensors.torch import load_file
+        try:
+            return load_file(str(directory / safetensors_name))
+        except Exception as error:  # a damaged file fails in many ways
+            raise UserError(f"{directory / safetensors_name} is corrupted ({str(error).splitlines()[0]}); export it again") from None
+    if not (directory / torch_name).is_file():
+        raise UserError(f"{directory} has neither {safetensors_name} nor {torch_name}; export the {what} again")
+    return load_tensor_file(directory / torch_name, what)
+
+
+def export_peft(adapter_dir, out_dir, use_safetensors: bool | None = None) -> Path:
+    """Write the adapter directory at `adapter_dir` in PEFT's layout at `out_dir`; return out_dir."""
+    adapter_dir = Path(adapter_dir)
+    settings = read_adapter_config(adapter_dir)
+    config = LoRAConfig.from_dict(settings)
+    try:
+        weights = load_lora_weights(adapter_dir / LORA_WEIGHTS)
+    except LoRAError as error:
+        raise UserError(f"{error}; re-run python train_finetune.py --method lora") from None
+    rows = load_tensor_file(adapter_dir / EMBEDDING_WEIGHTS, "new word embeddings")
+    tokenizer_text = read_text_file(adapter_dir / TOKENIZER, "tokenizer")
+    use_safetensors = have_safetensors() if use_safetensors is None else use_safetensors
+    info = {key: settings[key] for key in ("base_model_fingerprint", "base_vocab_size", "vocab_size")}
+
+    def write_files(directory: Path) -> None:
+        (directory / PEFT_CONFIG).write_text(json.dumps(peft_config(config), indent=2) + "\n", encoding="utf-8")
+        _save_tensors({PREFIX + key: value for key, value in weights.items()}, directory, PEFT_SAFETENSORS, PEFT_BIN, use_safetensors)
+        _save_tensors({"token_ids": rows["token_ids"], "rows": rows["rows"]}, directory, ROWS_SAFETENSORS, ROWS_PT, use_safetensors)
+        (directory / TOKENIZER).write_text(tokenizer_text, encoding="utf-8")
+        (directory / MINIGPT_INFO).write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
+
+    return write_directory_atomically(out_dir, write_files)
+
+
+def import_peft(peft_dir, out_dir) -> Path:
+    """Turn a directory written by export_peft back into this project's adapter directory at `out_dir`."""
+    peft_dir = Path(peft_dir)
+    redo = "export it again with python peft_convert.py to-peft"
+    try:
+        settings = json.loads(read_text_file(peft_dir / PEFT_CONFIG, "PEFT config", redo))
+        info = json.loads(read_text_file(peft_dir / MINIGPT_INFO, "MiniGPT adapter info", redo))
+        if settings.get("peft_type") != "LORA":
+            raise ValueError(f"peft_type is {settings.get('peft_type')!r}, only LORA is supported")
+        unsupported = [k for k in ("use_dora", "use_rslora", "fan_in_fan_out") if settings.get(k)]
+        if unsupported or settings.get("bias", "none") != "none":
+            raise ValueError(f"settings this project does not implement: {unsupported or ['bias']}")
+        init = "gaussian" if settings.get("init_lora_weights") == "gaussian" else "kaiming"
+        config = LoRAConfig(r=settings["r"], lora_alpha=settings["lora_alpha"], lora_dropout=settings.get("lora_dropout", 0.0),
+                            target_modules=list(settings["target_modules"]), init_lora_weights=init).validate()
+        project_settings = {"format_version": 1, **config.to_dict(),
+                            **{key: info[key] for key in ("base_model_fingerprint", "base_vocab_size", "vocab_size")}}
+    except (ValueError, KeyError, TypeError, AttributeError) as error:
+        raise UserError(f"{peft_dir} is not a MiniGPT LoRA export ({error}); {redo}") from None
+    tensors = _load_tensors(peft_dir, PEFT_SAFETENSORS, PEFT_BIN, "PEFT adapter")
+    if not all(key.startswith(PREFIX) for key in tensors):
+        raise UserError(f"{peft_dir}: every tensor key must start with {PREFIX!r}; {redo}")
+    weights = {key[len(PREFIX):]: value for key, value in tensors.items()}
+    rows = _load_tensors(peft_dir, ROWS_SAFETENSORS, ROWS_PT, "new word rows")
+    tokenizer = WordTokenizer.load(peft_dir / TOKENIZER)
+
+    def write_files(directory: Path) -> None:
+        torch.save(weights, directory / LORA_WEIGHTS)
+        torch.save({"token_ids": rows["token_ids"], "rows": rows["rows"]}, directory / EMBEDDING_WEIGHTS)
+        (directory / LORA_CONFIG).write_text(json.dumps(project_settings, indent=2) + "\n", encoding="utf-8")
+        (directory / TOKENIZER).write_text(tokenizer.to_json(), encoding="utf-8")
+
+    return write_directory_atomically(out_dir, write_files)

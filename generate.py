@@ -1,0 +1,54 @@
+"""Talk to the base model, any number of LoRA adapters on it, their mixes, or merged models.
+
+    python generate.py --prompt "the capital of france is"
+    python generate.py --adapter cooking=dist/finetuning_results/lora_adapter \
+                       --adapter sport=dist/finetuning_results/adapters/sport --prompt "risotto is made with"
+    python generate.py --adapter cooking=... --adapter sport=... --mix cooking=0.5,sport=0.5 --interactive
+
+Prints every model's continuation of every prompt, side by side. Greedy by
+default; --temperature above 0 samples (with --top-k and --seed). Generation
+uses a key/value cache (--no-cache turns it off). In --interactive mode type
+prompts, and :use NAME, :none (the base), :mix NAME=W,NAME=W, :list or :quit.
+"""
+
+import argparse
+
+from experiment.generation import run_generation
+from experiment.methods import USER_ERRORS
+from minigpt.io import ArgumentParser, add_common_flags, positive_int, run_cli
+
+PROMPTS = ["risotto is made with", "in tennis you hit the ball with a", "the capital of france is"]
+
+
+def non_negative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be 0 (greedy) or more, got {text!r}")
+    return value
+
+
+def parse_args():
+    parser = ArgumentParser(description="Generate text with a base MiniGPT, named LoRA adapters, their mixes, or merged models.")
+    parser.add_argument("--pretrained", default="dist/pretrained", help="the base model directory")
+    parser.add_argument("--adapter", action="append", default=[], metavar="NAME=DIR", help="an adapter directory to load under NAME (repeatable)")
+    parser.add_argument("--merged", action="append", default=[], metavar="NAME=DIR", help="a (merged) model directory to load under NAME (repeatable)")
+    parser.add_argument("--mix", action="append", default=[], metavar="NAME=W,NAME=W", help="also show this weighted mix of adapters (repeatable)")
+    parser.add_argument("--prompt", nargs="+", default=PROMPTS, help="one or more prompts, each in quotes")
+    parser.add_argument("--max-new-tokens", type=positive_int, default=20, help="tokens generated per prompt (stops early at end of text)")
+    parser.add_argument("--temperature", type=non_negative_float, default=0.0, help="0 is greedy decoding; above 0 samples")
+    parser.add_argument("--top-k", type=positive_int, default=None, help="sample only from the k most likely tokens (default: all)")
+    parser.add_argument("--no-cache", action="store_true", help="re-read the whole context for every token instead of using the key/value cache")
+    parser.add_argument("--interactive", action="store_true", help="type prompts and :commands instead of --prompt")
+    add_common_flags(parser, seed=1337)
+    return parser.parse_args()
+
+
+def main() -> None:
+    run_generation(parse_args())
+
+
+if __name__ == "__main__":
+    run_cli(main, USER_ERRORS)

@@ -1,0 +1,34 @@
+"""Convert a LoRA adapter directory to Hugging Face PEFT's on-disk layout, and back.
+
+    python peft_convert.py to-peft dist/finetuning_results/lora_adapter dist/peft/cooking
+    python peft_convert.py from-peft dist/peft/cooking dist/finetuning_results/adapters/cooking_from_peft
+
+See experiment/peft_format.py for the files and the README (section 3.5) for loading the export with PEFT.
+"""
+
+from experiment.methods import USER_ERRORS
+from experiment.peft_format import export_peft, have_safetensors, import_peft
+from minigpt.io import ArgumentParser, run_cli
+
+
+def parse_args():
+    parser = ArgumentParser(description="Convert a LoRA adapter directory to PEFT's layout (to-peft) or back (from-peft).")
+    parser.add_argument("direction", choices=["to-peft", "from-peft"], help="to-peft: adapter -> PEFT; from-peft: PEFT -> adapter")
+    parser.add_argument("source", help="the directory to read")
+    parser.add_argument("destination", help="the directory to write (replaced if it holds only files this script writes)")
+    return parser.parse_args()
+
+
+def main() -> None:
+    args = parse_args()
+    if args.direction == "to-peft":
+        out = export_peft(args.source, args.destination)
+        tensor_format = "safetensors" if have_safetensors() else "torch .bin (install safetensors for .safetensors)"
+        print(f"wrote {out}/ in PEFT's layout ({tensor_format}): " + ", ".join(sorted(p.name for p in out.iterdir())))
+    else:
+        out = import_peft(args.source, args.destination)
+        print(f"wrote adapter directory {out}/: " + ", ".join(sorted(p.name for p in out.iterdir())))
+
+
+if __name__ == "__main__":
+    run_cli(main, USER_ERRORS)

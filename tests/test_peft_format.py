@@ -1,0 +1,63 @@
+"""experiment/peft_format.py: the adapter in PEFT's layout, back again, and (if peft is installed) loaded by PEFT."""
+
+import json
+
+import pytest
+import torch
+
+from conftest import assert_one_line_error, run_main, tiny_model
+from experiment.adapter import load_adapter
+from experiment.peft_format import PEFT_BIN, PEFT_CONFIG, PEFT_SAFETENSORS, export_peft, import_peft
+from test_adapter_server import BASE_WORDS, make_adapter
+from lora import LoRAConfig
+from minigpt.checkpoint import save_model_dir
+from minigpt.tokenizer import WordTokenizer
+
+CONFIG = LoRAConfig(r=2, lora_alpha=4, target_modules=["q_proj", "v_proj"])
+
+
+@pytest.fixture
+def exported(tmp_path):
+    save_model_dir(tmp_path / "base", tiny_model(vocab_size=50), WordTokenizer(BASE_WORDS))
+    make_adapter(tmp_path, "cooking", ["risotto", "saffron"], CONFIG, 1)
+    export_peft(tmp_path / "cooking", tmp_path / "peft", use_safetensors=False)
+    return tmp_path
+
+
+def test_the_export_uses_peft_names_and_keys(exported):
+    settings = json.loads((exported / "peft" / PEFT_CONFIG).read_text())
+    assert settings["peft_type"] == "LORA" and settings["r"] == 2 and settings["lora_alpha"] == 4
+    assert settings["bias"] == "none" and settings["fan_in_fan_out"] is False and settings["target_modules"] == ["q_proj", "v_proj"]
+    keys = set(torch.load(exported / "peft" / PEFT_BIN, weights_only=True))
+    assert keys == {f"base_model.model.blocks.{i}.attention.{p}.lora_{m}.weight" for i in range(2) for p in ("q_proj", "v_proj") for m in "AB"}
+
+
+def test_export_then_import_gives_the_same_model(exported):
+    import_peft(exported / "peft", exported / "back")
+    original, _, _ = load_adapter(exported / "cooking", exported / "base")
+    back, _, _ = load_adapter(exported / "back", exported / "base")
+    idx = torch.randint(52, (2, 10))
+    assert torch.equal(original(idx)[0], back(idx)[0])
+
+
+def test_converting_a_missing_directory_is_one_line(exported, monkeypatch, capsys):
+    status, _, err = run_main("peft_convert", ["from-peft", exported / "nothing", exported / "x"], monkeypatch, capsys)
+    assert_one_line_error(status, err, "does not exist")
+
+
+def test_peft_loads_the_export_and_matches_the_adapter(exported):
+    peft = pytest.importorskip("peft")
+    safetensors_file = exported / "peft_st"
+    export_peft(exported / "cooking", safetensors_file, use_safetensors=pytest.importorskip("safetensors") is not None)
+    assert (safetensors_file / PEFT_SAFETENSORS).is_file()
+    ours, tokenizer, _ = load_adapter(exported / "cooking", exported / "base")
+    model = tiny_model(vocab_size=50)
+    model.resize_token_embeddings(tokenizer.vocab_size)
+    rows = torch.load(exported / "cooking" / "embedding_weights.pt", weights_only=True)
+    with torch.no_grad():
+        model.token_embedding.weight[rows["token_ids"]] = rows["rows"]
+    for directory in (exported / "peft", safetensors_file):
+        loaded = peft.PeftModel.from_pretrained(model, str(directory)).eval()
+        idx = torch.randint(52, (2, 10))
+        torch.testing.assert_close(loaded(idx)[0], ours(idx)[0], rtol=0, atol=1e-6)
+        model = loaded.unload()
