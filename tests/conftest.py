@@ -6,6 +6,8 @@ costs seconds; a few tests still run real subprocesses to prove the exit
 status and the absence of a traceback end to end.
 """
 
+import contextlib
+import io
 import os
 import subprocess
 import sys
@@ -65,25 +67,50 @@ def assert_one_line_error(status: int, err: str, *fragments: str) -> None:
         assert fragment in lines[0], f"{fragment!r} not in {lines[0]!r}"
 
 
+def run_in_process(script: str, args: list[str], cwd: Path) -> tuple[int, str, str]:
+    """Run a script's main() in this process from `cwd`, as `python <script>.py args` would; return (status, out, err)."""
+    module = __import__(script)
+    saved_argv, saved_cwd = sys.argv, os.getcwd()
+    out, err = io.StringIO(), io.StringIO()
+    status = 0
+    try:
+        sys.argv = [f"{script}.py", *map(str, args)]
+        os.chdir(cwd)
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            run_cli(module.main, USER_ERRORS)
+    except SystemExit as exit_:
+        status = exit_.code if isinstance(exit_.code, int) else 1
+    finally:
+        sys.argv = saved_argv
+        os.chdir(saved_cwd)
+    return status, out.getvalue(), err.getvalue()
+
+
 @pytest.fixture(scope="session")
 def pipeline(tmp_path_factory):
-    """The three scripts end to end, as real subprocesses, on the shipped data with a tiny model.
+    """The three scripts end to end on the shipped data with a tiny model, from another working directory.
 
+    Pretraining runs as a real subprocess (the exit status and output of a real
+    run); the later steps run in this process, which already has torch loaded,
+    to keep the suite fast. CI runs the default pipeline as real processes too.
     Shared by the end-to-end tests; a failing step fails with the script's own output.
     """
     root = tmp_path_factory.mktemp("pipeline")
     pretrained, results = root / "pretrained", root / "results"
+    pretraining = run_subprocess("train_pretrain", ["--corpus", DATA / "pretrain.txt", "--probes", DATA / "pretrain_probes.json",
+                                                    "--out", pretrained, "--steps", "30", "--eval-interval", "10", *TINY_FLAGS], cwd=root)
+    assert pretraining.returncode == 0, f"train_pretrain failed:\n{pretraining.stdout}\n{pretraining.stderr}"
+    (root / "train_pretrain.log").write_text(pretraining.stdout)
     for script, args in (
-        ("train_pretrain", ["--corpus", DATA / "pretrain.txt", "--probes", DATA / "pretrain_probes.json", "--out", pretrained,
-                            "--steps", "30", "--eval-interval", "10", *TINY_FLAGS]),
         ("train_finetune", ["--pretrained", pretrained, "--out", results, *FINETUNE_DATA_FLAGS, "--steps", "8",
                             "--eval-interval", "4", "--batch-size", "8", "--no-progress"]),
         ("train_finetune", ["--pretrained", pretrained, "--out", results, *FINETUNE_DATA_FLAGS, "--steps", "8",
                             "--eval-interval", "4", "--batch-size", "8", "--no-progress", "--method", "variants"]),
         ("compare", ["--pretrained", pretrained, "--results", results, *FINETUNE_DATA_FLAGS,
-                     "--latency-tokens", "4", "--latency-repeats", "2"]),
+                     "--latency-tokens", "4", "--latency-repeats", "2", "--no-progress"]),
     ):
-        result = run_subprocess(script, args, cwd=root)  # another cwd: no reliance on relative default paths
-        assert result.returncode == 0, f"{script} failed:\n{result.stdout}\n{result.stderr}"
-        (root / f"{script}.log").write_text(result.stdout)
+        status, out, err = run_in_process(script, args, cwd=root)  # another cwd: no reliance on relative default paths
+        assert status == 0, f"{script} failed:\n{out}\n{err}"
+        with open(root / f"{script}.log", "a", encoding="utf-8") as log:
+            log.write(out)
     return {"root": root, "pretrained": pretrained, "results": results}

@@ -1,6 +1,6 @@
 import json
 
-from conftest import FINETUNE_DATA_FLAGS, assert_one_line_error, run_main, run_subprocess
+from conftest import FINETUNE_DATA_FLAGS, assert_one_line_error, run_main
 
 PLOTS = ["parameter_counts.png", "loss_curves.png", "forgetting_vs_learning.png", "storage.png", "inference_latency.png"]
 
@@ -50,9 +50,9 @@ def test_compare_gives_the_same_figures_twice(pipeline, monkeypatch, capsys):
     assert first == second
 
 
-def test_compare_before_finetuning_says_which_script_to_run(pipeline, tmp_path):
-    result = run_subprocess("compare", ["--pretrained", pipeline["pretrained"], "--results", tmp_path / "empty"])
-    assert_one_line_error(result.returncode, result.stderr, "run python train_finetune.py first")
+def test_compare_before_finetuning_says_which_script_to_run(pipeline, tmp_path, monkeypatch, capsys):
+    status, _, err = run_main("compare", ["--pretrained", pipeline["pretrained"], "--results", tmp_path / "empty"], monkeypatch, capsys)
+    assert_one_line_error(status, err, "run python train_finetune.py first")
 
 
 def test_compare_before_pretraining_says_which_script_to_run(tmp_path, monkeypatch, capsys):
