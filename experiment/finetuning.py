@@ -15,8 +15,9 @@ from pathlib import Path
 from experiment.adapter import save_adapter
 from experiment.data import prepare_finetune_data
 from experiment.methods import (METHODS, check_train_last_k, grow_vocabulary, lora_label, merge_lora_model, prepare_full,
-                                prepare_layer_freezing, prepare_lora)
+                                prepare_layer_freezing, prepare_lora, prepare_new_rows)
 from experiment.new_token_rows import join_new_token_rows
+from experiment.replay import replay_batch_drawer
 from experiment.plots import plot_loss_curves, plot_parameter_counts
 from lora import LoRAConfig, apply_lora, count_parameters, lora_matrix_savings, parameter_breakdown
 from minigpt.checkpoint import load_model_dir, model_fingerprint, save_model_dir
@@ -30,7 +31,7 @@ SHARED_SETTINGS = ("data", "probes", "pretrain_corpus", "pretrain_probes", "step
 
 def lora_config_from_args(args) -> LoRAConfig:
     targets = [t.strip() for t in args.targets.split(",") if t.strip()]
-    return LoRAConfig(r=args.rank, lora_alpha=args.alpha if args.alpha is not None else 2.0 * args.rank,
+    return LoRAConfig(r=args.rank, lora_alpha=args.alpha,
                       lora_dropout=args.dropout, target_modules=targets, init_lora_weights=args.init)
 
 
@@ -46,6 +47,8 @@ def finetune_one(method, base, data, args, lora_config, device):
         k = args.train_last_k if args.train_last_k is not None else model.config.n_layer // 2
         details["trained_modules"] = prepare_layer_freezing(model, num_old_tokens, k)
         details["train_last_k"] = k
+    elif method.name == "rows":
+        details["trained_modules"] = prepare_new_rows(model, num_old_tokens)
     else:
         wrapped = prepare_lora(model, num_old_tokens, lora_config)
         details["lora"] = {
@@ -60,8 +63,10 @@ def finetune_one(method, base, data, args, lora_config, device):
           f"({counts['trainable_percent']:.2f}%)")
     config = TrainConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr or method.lr,
                          warmup_steps=max(1, min(15, args.steps // 10)), eval_interval=args.eval_interval, seed=args.seed)
-    result = train(model, data.splits.train, data.splits.val, config, device, method.name, not args.no_progress)
-    record = {"method": method.name, "label": label, "lr": config.lr, "steps": config.steps,
+    replay = getattr(args, "replay", 0.0)  # share of each batch drawn from the pretraining corpus (experiment/replay.py)
+    draw_batch = replay_batch_drawer(data, args.pretrain_corpus, replay, model.config.block_size, config.batch_size) if replay else None
+    result = train(model, data.splits.train, data.splits.val, config, device, method.name, not args.no_progress, draw_batch)
+    record = {"method": method.name, "label": label, "lr": config.lr, "steps": config.steps, "replay": replay,
               "batch_size": config.batch_size, "parameters": counts, "breakdown": parameter_breakdown(model),
               **details, **result.to_dict(), "after": data.suite.measure(model, data.tokenizer, device)}
     return model, record
