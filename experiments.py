@@ -17,10 +17,10 @@ import torch
 from experiment.data import add_finetune_data_flags
 from experiment.methods import USER_ERRORS
 from experiment.runner import StudyContext
-from experiment.studies import STUDIES, run_intrinsic_rank_study, run_study
+from experiment.studies import STUDIES, run_intrinsic_rank_study, run_overhead_study, run_study
 from minigpt.io import ArgumentParser, UserError, add_common_flags, positive_int, run_cli, seed_value
 
-STUDY_NAMES = [*STUDIES, "intrinsic-rank"]
+STUDY_NAMES = [*STUDIES, "intrinsic-rank", "overhead"]
 
 
 def comma_list(kind):
@@ -32,7 +32,8 @@ def comma_list(kind):
 def parse_args():
     parser = ArgumentParser(description="Run a named study: many fine-tuning runs on one base, cached, with a table and plots.")
     parser.add_argument("study", help="one of: " + "; ".join(f"{s.name} ({s.summary})" for s in STUDIES.values())
-                        + "; intrinsic-rank (singular values of full fine-tuning's update, no training)")
+                        + "; intrinsic-rank (singular values of full fine-tuning's update, no training)"
+                        + "; overhead (operations, arithmetic and time of an unmerged LoRA forward pass, no training)")
     parser.add_argument("--full", action="store_true", help="the full grid (more rates, ranks and seeds) instead of the quick one")
     parser.add_argument("--seeds", type=comma_list(seed_value), default=None,
                         help="comma-separated fine-tuning seeds (default: the study's own, e.g. 1337,1,2 for seeds)")
@@ -73,6 +74,10 @@ def main() -> None:
     if args.study == "intrinsic-rank":
         directory = run_intrinsic_rank_study(args.pretrained, args.results, args.out)
         print(f"wrote {directory}/results.md, results.json and spectra.png in {time.perf_counter() - start:.1f} s")
+        return
+    if args.study == "overhead":
+        directory = run_overhead_study(args.pretrained, args.out)
+        print((directory / "results.md").read_text(encoding="utf-8"))
         return
     context = StudyContext(args.pretrained, args, args.out, args.device)
     directory, records = run_study(STUDIES[args.study], context, args.seeds, args.full, args.steps, args.batch_size,

@@ -93,7 +93,7 @@ REPLAY_FRACTIONS = (0.0, 0.1, 0.25)
 
 def replay_grid(seeds, full):
     methods = [("full", 4, None), ("lora", 4, None), ("lora", 16, 4e-2)] + ([("freeze", 4, None)] if full else [])
-    fractions = REPLAY_FRACTIONS if full else (0.0, 0.25)
+    fractions = REPLAY_FRACTIONS
     return [RunSettings(method, seed, lr=lr, rank=rank, replay=fraction)
             for method, rank, lr in methods for fraction in fractions for seed in seeds]
 
@@ -247,4 +247,24 @@ def run_intrinsic_rank_study(pretrained: str, results: str, out: Path) -> Path:
                for method, matrices in report["methods"].items() for kind in ("attention", "MLP")}
     spectra = {kind: matrices for kind, matrices in spectra.items() if matrices}
     plot_spectra(spectra, directory / "spectra.png", "Singular values of ΔW per matrix, normalised by the largest")
+    return directory
+
+
+def run_overhead_study(pretrained: str, out: Path) -> Path:
+    """No training: operations, arithmetic and time of one forward pass, base against LoRA unmerged and merged."""
+    from experiment.overhead import measure_overhead  # noqa: PLC0415  (only this study needs the profiler)
+
+    report = measure_overhead(pretrained)
+    directory = Path(out) / "overhead"
+    directory.mkdir(parents=True, exist_ok=True)
+    base = report["base"]
+    rows = [[name, str(r["operations"]), f"{100 * (r['operations'] / base['operations'] - 1):+.0f}%",
+             f"{r['multiply_adds_per_token']:,}", f"{100 * (r['multiply_adds_per_token'] / base['multiply_adds_per_token'] - 1):+.1f}%",
+             f"{r['median_ms_per_forward']:.3f}", f"{100 * (r['median_ms_per_forward'] / base['median_ms_per_forward'] - 1):+.0f}%"]
+            for name, r in report.items()]
+    text = ("# Study: overhead\n\nOne forward pass over a 32-token context (what generation runs for every new token: "
+            "there is no key/value cache), one CPU thread, median of 200. LoRA at rank 4 on q, k, v, o.\n\n"
+            + markdown_table(["model", "aten operations", "vs base", "multiply-adds per token", "vs base", "ms per forward", "vs base"], rows))
+    atomic_write_text(directory / "results.md", text)
+    atomic_write_text(directory / "results.json", json.dumps(report, indent=1) + "\n")
     return directory

@@ -63,9 +63,9 @@ def test_an_interrupted_study_resumes_with_only_the_runs_it_had_not_finished(pip
     assert len(list((tmp_path / "replay" / "runs").glob("*.json"))) == 2
     calls = counting_run_one(monkeypatch)
     assert run_main("experiments", flags, monkeypatch, capsys)[0] == 0
-    assert len(calls) == 4  # 6 runs in the quick replay grid, 2 already cached
+    assert len(calls) == 7  # 9 runs in the quick replay grid (3 methods x 3 fractions), 2 already cached
     results = json.loads((tmp_path / "replay" / "results.json").read_text())
-    assert sorted({run["settings"]["replay"] for run in results["runs"]}) == [0.0, 0.25]
+    assert sorted({run["settings"]["replay"] for run in results["runs"]}) == [0.0, 0.1, 0.25]
     assert (tmp_path / "replay" / "replay.png").is_file()
 
 
@@ -123,3 +123,13 @@ def test_intrinsic_rank_without_fine_tuned_models_ends_in_one_line(pipeline, tmp
     status, _, err = run_main("experiments", ["intrinsic-rank", "--pretrained", pipeline["pretrained"], "--results", tmp_path,
                                               "--out", tmp_path], monkeypatch, capsys)
     assert_one_line_error(status, err, "train_finetune.py")
+
+
+def test_overhead_study_counts_more_operations_but_little_more_arithmetic_unmerged(pipeline, tmp_path, monkeypatch, capsys):
+    status, _, err = run_main("experiments", ["overhead", "--pretrained", pipeline["pretrained"], "--out", tmp_path], monkeypatch, capsys)
+    assert status == 0, err
+    report = json.loads((tmp_path / "overhead" / "results.json").read_text())
+    base, unmerged, merged = report["base"], report["LoRA unmerged"], report["LoRA merged"]
+    assert unmerged["operations"] >= base["operations"] + 4 * 8  # 2 blocks x 4 adapted layers x (A, B, scale, add)
+    assert merged["operations"] == base["operations"] and merged["multiply_adds_per_token"] == base["multiply_adds_per_token"]
+    assert unmerged["multiply_adds_per_token"] - base["multiply_adds_per_token"] == 2 * 4 * 4 * (16 + 16)
