@@ -44,9 +44,12 @@ def parse_args():
     parser.add_argument("--eval-interval", type=positive_int, default=25, help="steps between loss evaluations")
     parser.add_argument("--train-last-k", type=int, default=None, help="layer freezing: blocks trained from the top (default: half of them)")
     parser.add_argument("--rank", type=positive_int, default=LoRAConfig.r, help="LoRA rank r")
-    parser.add_argument("--alpha", type=positive_float, default=None, help="LoRA alpha (default: 2 x rank, so alpha/r = 2)")
+    parser.add_argument("--alpha", type=positive_float, default=LoRAConfig.lora_alpha,
+                        help="LoRA alpha, fixed whatever the rank (as in the LoRA paper and PEFT): the update is scaled by alpha/r")
     parser.add_argument("--dropout", type=probability, default=LoRAConfig.lora_dropout, help="dropout on the LoRA branch's input")
     parser.add_argument("--targets", default=",".join(DEFAULT_TARGETS), help="comma-separated LoRA target layer names")
+    parser.add_argument("--replay", type=probability, default=0.0,
+                        help="share of each batch drawn from the pretraining corpus's training split, in [0, 1) (against forgetting)")
     parser.add_argument("--init", choices=A_INITS, default="kaiming", help="initialisation of LoRA's A matrix")
     add_variant_flags(parser)
     parser.add_argument("--adapter-name", default=None,

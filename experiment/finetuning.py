@@ -22,8 +22,9 @@ import torch.nn as nn
 from experiment.adapter import ADAPTER_FILES, save_adapter
 from experiment.data import prepare_finetune_data, resolve_data_paths
 from experiment.methods import (METHODS, check_train_last_k, grow_vocabulary, lora_label, merge_lora_model, prepare_full,
-                                prepare_layer_freezing, prepare_lora)
+                                prepare_layer_freezing, prepare_lora, prepare_new_rows)
 from experiment.new_token_rows import join_new_token_rows
+from experiment.replay import replay_batch_drawer
 from experiment.plots import plot_loss_curves, plot_parameter_counts
 from experiment.variants import VARIANTS, quantization_report, variant_config, variant_prefix, weight_error
 from lora import LoRAConfig, apply_lora, count_parameters, lora_matrix_savings, loraplus_parameter_groups, parameter_breakdown
@@ -52,7 +53,7 @@ SHARED_SETTINGS = ("data", "probes", "pretrain_corpus", "pretrain_probes", "step
 
 def lora_config_from_args(args) -> LoRAConfig:
     targets = [t.strip() for t in args.targets.split(",") if t.strip()]
-    return LoRAConfig(r=args.rank, lora_alpha=args.alpha if args.alpha is not None else 2.0 * args.rank,
+    return LoRAConfig(r=args.rank, lora_alpha=args.alpha,
                       lora_dropout=args.dropout, target_modules=targets, init_lora_weights=args.init,
                       use_rslora=args.use_rslora, use_dora=args.use_dora, loraplus_lr_ratio=args.loraplus_lr_ratio,
                       quantize_base=args.quantize_base, quant_block_size=args.quant_block_size,
@@ -71,6 +72,8 @@ def finetune_one(method, base, data, args, lora_config, device):
         k = args.train_last_k if args.train_last_k is not None else model.config.n_layer // 2
         details["trained_modules"] = prepare_layer_freezing(model, num_old_tokens, k)
         details["train_last_k"] = k
+    elif method.name == "rows":
+        details["trained_modules"] = prepare_new_rows(model, num_old_tokens)
     else:
         wrapped = prepare_lora(model, num_old_tokens, lora_config)
         if lora_config.quantize_base != "none":  # QLoRA: what the 4-bit base costs and loses before training
@@ -93,8 +96,10 @@ def finetune_one(method, base, data, args, lora_config, device):
     if method.name == "lora" and lora_config.loraplus_lr_ratio is not None:  # LoRA+: B's group learns ratio times faster
         groups = partial(loraplus_parameter_groups, lr=config.lr, loraplus_lr_ratio=lora_config.loraplus_lr_ratio,
                          weight_decay=config.weight_decay)
-    result = train(model, data.splits.train, data.splits.val, config, device, label, not args.no_progress, groups)
-    record = {"method": method.name, "label": label, "lr": config.lr, "steps": config.steps,
+    replay = getattr(args, "replay", 0.0)  # share of each batch drawn from the pretraining corpus (experiment/replay.py)
+    draw_batch = replay_batch_drawer(data, args.pretrain_corpus, replay, model.config.block_size, config.batch_size) if replay else None
+    result = train(model, data.splits.train, data.splits.val, config, device, label, not args.no_progress, groups, draw_batch)
+    record = {"method": method.name, "label": label, "lr": config.lr, "steps": config.steps, "replay": replay,
               "batch_size": config.batch_size, "parameters": counts, "breakdown": parameter_breakdown(model),
               **details, **result.to_dict(), "after": data.suite.measure(model, data.tokenizer, device)}
     return model, record
@@ -127,7 +132,7 @@ def note_ignored_flags(args, names: list[str]) -> None:
     if args.train_last_k is not None and "freeze" not in names:
         print(f"note: --train-last-k only affects --method freeze (or all); ignored with --method {args.method}")
     lora_flags = [flag for flag, changed in (
-        ("--rank", args.rank != LoRAConfig.r), ("--alpha", args.alpha is not None),
+        ("--rank", args.rank != LoRAConfig.r), ("--alpha", args.alpha != LoRAConfig.lora_alpha),
         ("--dropout", args.dropout != LoRAConfig.lora_dropout), ("--targets", args.targets != ",".join(DEFAULT_TARGETS)),
         ("--init", args.init != "kaiming")) if changed]
     if lora_flags and "lora" not in names:

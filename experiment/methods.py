@@ -7,6 +7,9 @@ the training loop (minigpt.training) is the same for all of them.
           and the new words' embedding rows train.
 * lora:   every base weight is frozen; the A and B matrices on the targeted
           projections and the new words' embedding rows train.
+* rows:   the control baseline (experiment studies only): the new words'
+          embedding rows and the final LayerNorm train, nothing else. What any
+          method gets from the new rows alone.
 
 In freeze and lora the new rows are split off into a parameter of their own
 (experiment/new_token_rows.py) so the old rows stay bit-identical.
@@ -43,6 +46,10 @@ METHODS = {
     "freeze": Method("freeze", "layer_freezing", 1e-2, "layer freezing"),
     "lora": Method("lora", "lora_adapter", 2e-2, "LoRA (Q, K, V, O)"),
 }
+
+# The control baseline of the studies (experiments.py), not part of the default three-method run.
+# 1e-2: the rate layer freezing uses for the same new rows and final LayerNorm.
+NEW_ROWS = Method("rows", "new_rows", 1e-2, "new rows only")
 
 
 def lora_label(targets, prefix: str = "LoRA") -> str:
@@ -83,6 +90,15 @@ def prepare_layer_freezing(model, num_old_tokens: int, train_last_k: int) -> lis
     model.final_norm.requires_grad_(True)
     trained.append("final_norm")
     return trained
+
+
+def prepare_new_rows(model, num_old_tokens: int) -> list[str]:
+    """Freeze everything but the new words' embedding rows and the final LayerNorm; return what trains."""
+    for parameter in model.parameters():
+        parameter.requires_grad_(False)
+    split_new_token_rows(model, num_old_tokens)
+    model.final_norm.requires_grad_(True)
+    return ["token_embedding.new_rows", "final_norm"]
 
 
 def prepare_lora(model, num_old_tokens: int, config: LoRAConfig) -> dict:

@@ -5,10 +5,17 @@
   for its tasks; rank 4 on this 64-wide model keeps each update at
   4 * (64 + 64) = 512 parameters instead of 64 * 64 = 4,096.
 * lora_alpha: the update is scaled by lora_alpha / r (paper, section 4.1).
-  The default here is twice the rank (scaling 2.0), a common rule of thumb
-  from practitioners' sweeps: the update's size then stays the same when you
-  change --rank, and the small adapter learns quickly at a moderate learning
-  rate. The paper itself sets alpha to the first r it tries (scaling 1.0).
+  alpha is FIXED, whatever the rank, as in the paper (it sets alpha to the
+  first r it tries and does not tune it) and in PEFT; the default 8 gives
+  scaling 2 at the default rank 4. Dividing by r does not keep the update's
+  size constant across ranks: under Adam each entry of A and B moves by about
+  the learning rate per step whatever r is, and the r terms of each entry of
+  B A add up with mixed signs, so B A grows about like sqrt(r) and
+  (alpha / r) B A shrinks roughly like 1/sqrt(r) as the rank grows
+  (Kalajdzievski, 2023, arXiv:2312.03732, section 3; rsLoRA scales by
+  alpha / sqrt(r) instead). Under Adam, alpha and the learning rate are nearly
+  interchangeable (paper, section 4.1): doubling alpha acts much like
+  doubling the rate, so tune one of them, not both.
 * lora_dropout: dropout on the input of the LoRA branch only (as in loralib and
   PEFT); the frozen path never sees it.
 * target_modules: nn.Linear layers whose name ends with one of these are

@@ -111,10 +111,12 @@ def trainable_state_bytes(model: torch.nn.Module, optimizer: torch.optim.Optimiz
 
 
 def train(model, train_data: torch.Tensor, val_data: torch.Tensor, config: TrainConfig, device, description="training",
-          show_progress: bool = True, parameter_groups=None) -> TrainResult:
+          show_progress: bool = True, parameter_groups=None, draw_batch=None) -> TrainResult:
     """Train `model` in place on random windows of train_data; return the history and measurements.
 
     `parameter_groups`, if given, is a function model -> AdamW groups (called after the model moved to `device`).
+    draw_batch(generator) -> (x, y), if given, replaces get_batch for the training batches (evaluation is unchanged),
+    so a caller can train on another mixture of data with the same seeded generator.
     """
     model.to(device)
     model.train()
@@ -139,7 +141,10 @@ def train(model, train_data: torch.Tensor, val_data: torch.Tensor, config: Train
         step_start = time.perf_counter()
         for group in optimizer.param_groups:
             group["lr"] = learning_rate_at(step, config) * group["lr_multiplier"]
-        x, y = get_batch(train_data, block_size, config.batch_size, generator, device)
+        if draw_batch is None:
+            x, y = get_batch(train_data, block_size, config.batch_size, generator, device)
+        else:
+            x, y = (tensor.to(device) for tensor in draw_batch(generator))
         _, loss = model(x, y)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()

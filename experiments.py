@@ -1,0 +1,87 @@
+"""Run the named studies on top of dist/pretrained: many real fine-tuning runs, cached, tabled and plotted.
+
+    python experiments.py seeds            # every method and the new-rows-only control over 3 seeds
+    python experiments.py pareto --full    # the bigger grid (the README gives its time)
+    python experiments.py intrinsic-rank   # after train_finetune.py: is full fine-tuning's update low-rank?
+
+Every run is cached under dist/experiments/<study>/runs/, keyed by its settings
+and the base model: stop with Ctrl-C and run the same command again to resume;
+a finished study re-plots in seconds. Each study writes results.json,
+results.md and its plots to dist/experiments/<study>/.
+"""
+
+import time
+
+from experiment.data import add_finetune_data_flags
+from experiment.methods import USER_ERRORS
+from experiment.runner import StudyContext
+from experiment.studies import STUDIES, run_intrinsic_rank_study, run_overhead_study, run_study
+from minigpt.io import ArgumentParser, UserError, add_common_flags, apply_threads, positive_int, run_cli, seed_value
+
+STUDY_NAMES = [*STUDIES, "intrinsic-rank", "overhead"]
+
+
+def comma_list(kind):
+    def parse(text: str):
+        return tuple(kind(item) for item in text.split(",") if item.strip())
+    return parse
+
+
+def parse_args():
+    parser = ArgumentParser(description="Run a named study: many fine-tuning runs on one base, cached, with a table and plots.")
+    parser.add_argument("study", help="one of: " + "; ".join(f"{s.name} ({s.summary})" for s in STUDIES.values())
+                        + "; intrinsic-rank (singular values of full fine-tuning's update, no training)"
+                        + "; overhead (operations, arithmetic and time of an unmerged LoRA forward pass, no training)")
+    parser.add_argument("--full", action="store_true", help="the full grid (more rates, ranks and seeds) instead of the quick one")
+    parser.add_argument("--seeds", type=comma_list(seed_value), default=None,
+                        help="comma-separated fine-tuning seeds (default: the study's own, e.g. 1337,1,2 for seeds)")
+    parser.add_argument("--lrs", type=comma_list(float), default=None,
+                        help="pareto study only: comma-separated learning rates for every method, instead of each method's grid")
+    parser.add_argument("--ranks", type=comma_list(positive_int), default=None, help="rank study only: comma-separated ranks")
+    parser.add_argument("--methods", type=comma_list(str), default=None,
+                        help="comma-separated subset of full,freeze,lora,rows to run from the study's grid (default: all)")
+    parser.add_argument("--steps", type=positive_int, default=None, help="steps per run (default: 150, as train_finetune.py)")
+    parser.add_argument("--batch-size", type=positive_int, default=None, help="windows per step (default: 32, as train_finetune.py)")
+    parser.add_argument("--pretrained", default="dist/pretrained", help="the base model directory (train_pretrain.py)")
+    parser.add_argument("--results", default="dist/finetuning_results", help="intrinsic-rank: the directory train_finetune.py wrote")
+    parser.add_argument("--out", default="dist/experiments", help="studies' directory: runs cached under <out>/<study>/runs/")
+    add_finetune_data_flags(parser)
+    add_common_flags(parser, seed=1337)
+    parser.set_defaults(threads=1)  # studies run many small models: one thread per run, fastest on a busy machine
+    args = parser.parse_args()
+    if args.study not in STUDY_NAMES:
+        raise UserError(f"unknown study {args.study!r}; choose one of {', '.join(STUDY_NAMES)} (see python experiments.py --help)")
+    unknown = set(args.methods or ()) - {"full", "freeze", "lora", "rows"}
+    if unknown:
+        raise UserError(f"unknown method(s) {', '.join(sorted(unknown))} in --methods; choose from full, freeze, lora, rows")
+    if args.lrs is not None and args.study != "pareto":
+        raise UserError("--lrs applies to the pareto study only; leave it out or run: python experiments.py pareto --lrs 0.01,0.02")
+    if any(not lr > 0 for lr in args.lrs or ()):
+        raise UserError(f"--lrs must be learning rates greater than 0, got {args.lrs}")
+    for name in ("seeds", "ranks", "methods", "lrs"):
+        if getattr(args, name) == ():
+            raise UserError(f"--{name} is empty, so the grid has no run; give at least one value, e.g. --{name} 1")
+    return args
+
+
+def main() -> None:
+    args = parse_args()
+    apply_threads(args.threads)
+    start = time.perf_counter()
+    if args.study == "intrinsic-rank":
+        directory = run_intrinsic_rank_study(args.pretrained, args.results, args.out)
+        print(f"wrote {directory}/results.md, results.json and spectra.png in {time.perf_counter() - start:.1f} s")
+        return
+    if args.study == "overhead":
+        directory = run_overhead_study(args.pretrained, args.out)
+        print((directory / "results.md").read_text(encoding="utf-8"))
+        return
+    context = StudyContext(args.pretrained, args, args.out, args.device)
+    directory, records = run_study(STUDIES[args.study], context, args.seeds, args.full, args.steps, args.batch_size,
+                                   args.ranks, args.methods, args.lrs, not args.no_progress)
+    print((directory / "results.md").read_text(encoding="utf-8"))
+    print(f"{len(records)} runs; wrote {directory}/results.md, results.json and plots in {time.perf_counter() - start:.1f} s")
+
+
+if __name__ == "__main__":
+    run_cli(main, USER_ERRORS)
