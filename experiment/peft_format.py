@@ -47,7 +47,7 @@ def peft_config(config: LoRAConfig) -> dict:
         "r": config.r, "lora_alpha": config.lora_alpha, "lora_dropout": config.lora_dropout,
         "target_modules": list(config.target_modules), "bias": "none", "fan_in_fan_out": False,
         "init_lora_weights": True if config.init_lora_weights == "kaiming" else "gaussian",
-        "modules_to_save": None, "use_rslora": False, "use_dora": False,
+        "modules_to_save": None, "use_rslora": config.use_rslora, "use_dora": False,
         "layers_to_transform": None, "layers_pattern": None, "rank_pattern": {}, "alpha_pattern": {},
     }
 
@@ -79,6 +79,9 @@ def export_peft(adapter_dir, out_dir, use_safetensors: bool | None = None) -> Pa
     adapter_dir = Path(adapter_dir)
     settings = read_adapter_config(adapter_dir)
     config = LoRAConfig.from_dict(settings)
+    if config.use_dora or config.quantize_base != "none":  # never a silently different adapter
+        raise UserError(f"{adapter_dir} is a {'DoRA' if config.use_dora else 'QLoRA'} adapter; the PEFT export covers plain "
+                        "LoRA, rsLoRA and LoRA+ adapters only (merge it instead: lora_merged/ is a plain model)")
     try:
         weights = load_lora_weights(adapter_dir / LORA_WEIGHTS)
     except LoRAError as error:
@@ -107,12 +110,13 @@ def import_peft(peft_dir, out_dir) -> Path:
         info = json.loads(read_text_file(peft_dir / MINIGPT_INFO, "MiniGPT adapter info", redo))
         if settings.get("peft_type") != "LORA":
             raise ValueError(f"peft_type is {settings.get('peft_type')!r}, only LORA is supported")
-        unsupported = [k for k in ("use_dora", "use_rslora", "fan_in_fan_out") if settings.get(k)]
+        unsupported = [k for k in ("use_dora", "fan_in_fan_out") if settings.get(k)]
         if unsupported or settings.get("bias", "none") != "none":
             raise ValueError(f"settings this project does not implement: {unsupported or ['bias']}")
         init = "gaussian" if settings.get("init_lora_weights") == "gaussian" else "kaiming"
         config = LoRAConfig(r=settings["r"], lora_alpha=settings["lora_alpha"], lora_dropout=settings.get("lora_dropout", 0.0),
-                            target_modules=list(settings["target_modules"]), init_lora_weights=init).validate()
+                            target_modules=list(settings["target_modules"]), init_lora_weights=init,
+                            use_rslora=bool(settings.get("use_rslora", False))).validate()
         project_settings = {"format_version": 1, **config.to_dict(),
                             **{key: info[key] for key in ("base_model_fingerprint", "base_vocab_size", "vocab_size")}}
     except (ValueError, KeyError, TypeError, AttributeError) as error:

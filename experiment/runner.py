@@ -24,9 +24,10 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from experiment.data import prepare_finetune_data
+from experiment.data import prepare_finetune_data, resolve_data_paths
 from experiment.finetuning import finetune_one
 from experiment.methods import METHODS, NEW_ROWS
+from experiment.variants import VARIANTS, variant_config
 from lora import LoRAConfig, LoRALinear
 from lora.config import DEFAULT_TARGETS
 from minigpt.checkpoint import load_model_dir, model_fingerprint
@@ -52,6 +53,7 @@ class RunSettings:
     alpha: float = LoRAConfig.lora_alpha
     targets: tuple[str, ...] = DEFAULT_TARGETS
     rslora: bool = False
+    variant: str | None = None  # one of experiment/variants.py's VARIANTS (rslora, loraplus, dora, qlora), or None
     replay: float = 0.0
     steps: int = 150
     batch_size: int = 32
@@ -66,6 +68,8 @@ class RunSettings:
         if self.method != "lora":
             for name in ("rank", "alpha", "targets", "rslora"):
                 values.pop(name)
+        if self.variant is None:
+            values.pop("variant")  # runs cached before variants existed keep their keys
         return values
 
 
@@ -81,12 +85,14 @@ class StudyContext:
         check_input_file(Path(pretrained) / "model.pt", "pretrained model", "run python train_pretrain.py first")
         self.device = choose_device(device)
         self.base, tokenizer = load_model_dir(pretrained, hint="run python train_pretrain.py first")
+        resolve_data_paths(data_flags, pretrained)  # defaults: the recorded pretraining corpus, probes beside each corpus
         self.data_flags = data_flags
         self.data = prepare_finetune_data(tokenizer, data_flags.data, data_flags.probes, data_flags.pretrain_corpus,
                                           data_flags.pretrain_probes, self.base.config.block_size)
         digest = hashlib.sha256(model_fingerprint(self.base).encode())
         for name in ("data", "probes", "pretrain_corpus", "pretrain_probes"):
-            digest.update(Path(getattr(data_flags, name)).read_bytes())
+            if getattr(data_flags, name) is not None:  # a probe file may be absent (skipped) for a user's own corpus
+                digest.update(Path(getattr(data_flags, name)).read_bytes())
         self.fingerprint = digest.hexdigest()
         self.out = Path(out)
 
@@ -97,7 +103,8 @@ class StudyContext:
 
 def lora_config_for(settings: RunSettings) -> LoRAConfig:
     extra = {"use_rslora": settings.rslora} if rslora_supported() else {}
-    return LoRAConfig(r=settings.rank, lora_alpha=settings.alpha, target_modules=list(settings.targets), **extra).validate()
+    config = LoRAConfig(r=settings.rank, lora_alpha=settings.alpha, target_modules=list(settings.targets), **extra).validate()
+    return variant_config(config, settings.variant) if settings.variant else config
 
 
 def weight_changes(model, base) -> dict[str, float]:
@@ -142,7 +149,8 @@ def run_label(settings: RunSettings) -> str:
     if settings.method != "lora":
         return STUDY_METHODS[settings.method].label
     targets = "" if tuple(settings.targets) == DEFAULT_TARGETS else f" {'+'.join(t.removesuffix('_proj') for t in settings.targets)}"
-    return f"LoRA r={settings.rank}{targets}"
+    prefix = VARIANTS[settings.variant][1] if settings.variant else "LoRA"
+    return f"{prefix} r={settings.rank}{targets}"
 
 
 def run_grid(study: str, grid: list[RunSettings], context: StudyContext, show_progress: bool = True) -> list[dict]:

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from experiment.variants import VARIANTS
 from experiment.runner import FIGURES, RunSettings, StudyContext, group_over_seeds, rslora_supported, run_grid
 from experiment.study_plots import plot_pareto, plot_rank, plot_seed_bars, plot_targets
 from minigpt.io import UserError, atomic_write_text
@@ -86,6 +87,11 @@ def targets_grid(seeds, full):
             runs.append(RunSettings("lora", seed, rank=4, targets=targets))
             runs.append(RunSettings("lora", seed, rank=EQUAL_BUDGET_RANKS[name], targets=targets))
     return runs
+
+
+def variants_grid(seeds, full):
+    """Plain LoRA and each variant at the same rank, alpha, targets and learning rate (experiment/variants.py)."""
+    return [RunSettings("lora", seed, variant=variant) for variant in (None, *VARIANTS) for seed in seeds]
 
 
 REPLAY_FRACTIONS = (0.0, 0.1, 0.25)
@@ -163,6 +169,13 @@ def targets_report(records, directory):
     return markdown_table(OUTCOME_HEADER + ["‖ΔW‖"], rows)
 
 
+def variants_report(records, directory):
+    groups = group_over_seeds(records)
+    plot_seed_bars(groups, directory / "variants.png", "Plain LoRA and its variants")
+    return markdown_table(OUTCOME_HEADER + ["train seconds"], [
+        row + [cell(g["train_seconds"], digits=1)] for row, g in zip(outcome_rows(groups), groups.values())])
+
+
 def replay_report(records, directory):
     plot_pareto(records, directory / "replay.png", "Replay: pretraining text mixed into each batch (marker: fraction)",
                 by_replay=True)
@@ -177,6 +190,8 @@ STUDIES = {
                   default_seeds=(1337,), full_seeds=QUICK_SEEDS),
     "targets": Study("targets", "which layers LoRA adapts, at equal rank and equal parameter budget", targets_grid,
                      targets_report, default_seeds=(1337,), full_seeds=QUICK_SEEDS),
+    "variants": Study("variants", "plain LoRA against rsLoRA, LoRA+, DoRA and QLoRA, each changing one idea",
+                      variants_grid, variants_report),
     "replay": Study("replay", "pretraining text mixed into fine-tuning: where each method lands", replay_grid,
                     replay_report, default_seeds=(1337,), full_seeds=QUICK_SEEDS),
 }

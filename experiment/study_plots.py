@@ -18,7 +18,7 @@ def _errors(summaries: list[dict]) -> list[list[float]]:
     return [[s["mean"] - s["min"] for s in summaries], [s["max"] - s["mean"] for s in summaries]]
 
 
-def plot_seed_bars(groups: dict, path) -> None:
+def plot_seed_bars(groups: dict, path, what: str = "Every method") -> None:
     """One panel per outcome, one bar per method: mean over seeds, min-max error bars."""
     labels = [g["label"] for g in groups.values()]
     figure, axes = plt.subplots(2, 2, figsize=(10, 7))
@@ -30,7 +30,7 @@ def plot_seed_bars(groups: dict, path) -> None:
         ax.set_ylabel(ylabel, fontsize=8)
         ax.grid(axis="y", alpha=0.3)
     runs = ", ".join(sorted({str(g["runs"]) for g in groups.values()}))
-    figure.suptitle(f"Every method over {runs} seeds (bars: mean; error bars: min-max)")
+    figure.suptitle(f"{what} over {runs} seeds (bars: mean; error bars: min-max)")
     figure.tight_layout()
     atomic_save_figure(figure, path)
     plt.close(figure)

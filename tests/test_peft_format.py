@@ -6,11 +6,13 @@ import pytest
 import torch
 
 from conftest import assert_one_line_error, run_main, tiny_model
-from experiment.adapter import load_adapter
+from experiment.adapter import load_adapter, save_adapter
+from experiment.methods import prepare_lora
 from experiment.peft_format import PEFT_BIN, PEFT_CONFIG, PEFT_SAFETENSORS, export_peft, import_peft
 from test_adapter_server import BASE_WORDS, make_adapter
 from lora import LoRAConfig
-from minigpt.checkpoint import save_model_dir
+from minigpt.checkpoint import model_fingerprint, save_model_dir
+from minigpt.io import UserError
 from minigpt.tokenizer import WordTokenizer
 
 CONFIG = LoRAConfig(r=2, lora_alpha=4, target_modules=["q_proj", "v_proj"])
@@ -61,3 +63,18 @@ def test_peft_loads_the_export_and_matches_the_adapter(exported):
         idx = torch.randint(52, (2, 10))
         torch.testing.assert_close(loaded(idx)[0], ours(idx)[0], rtol=0, atol=1e-6)
         model = loaded.unload()
+
+
+def test_a_dora_or_qlora_adapter_is_not_exported_as_plain_lora(tmp_path):
+    """PEFT's LoRA files would silently drop DoRA's magnitude or QLoRA's 4-bit base: refused in one line."""
+    for config, name in ((LoRAConfig(r=2, lora_alpha=4, use_dora=True), "DoRA"),
+                         (LoRAConfig(r=2, lora_alpha=4, quantize_base="targets", quant_block_size=16), "QLoRA")):
+        model = tiny_model(vocab_size=50)
+        model.resize_token_embeddings(51)
+        prepare_lora(model, 50, config)
+        tokenizer = WordTokenizer(BASE_WORDS)
+        tokenizer.extend(["risotto"])
+        save_adapter(tmp_path / name, model, config, tokenizer, model_fingerprint(tiny_model(vocab_size=50)), 50)
+        with pytest.raises(UserError, match=f"is a {name} adapter"):
+            export_peft(tmp_path / name, tmp_path / f"{name}_peft")
+        assert not (tmp_path / f"{name}_peft").exists()
