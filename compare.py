@@ -9,11 +9,14 @@ the plots forgetting_vs_learning.png, storage.png and inference_latency.png
 (plus parameter_counts.png and loss_curves.png if missing) to the results directory.
 """
 
+import os
 import signal
 import sys
 
 # Ctrl-C while torch is still loading: one line, not a KeyboardInterrupt traceback (run_cli takes over once main starts).
-signal.signal(signal.SIGINT, lambda *_: (print("interrupted during start-up; nothing was written", file=sys.stderr), sys.exit(130)))
+# os._exit, not sys.exit: a SystemExit raised inside an import can be swallowed; nothing is written yet, so nothing to clean up.
+signal.signal(signal.SIGINT, lambda *_: (print("interrupted during start-up; nothing was written", file=sys.stderr, flush=True),
+                                         os._exit(130)))
 
 import time
 from pathlib import Path

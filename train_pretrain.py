@@ -8,11 +8,14 @@ and loss.png. Ends with a summary: losses, perplexity against a unigram
 baseline, knowledge-probe accuracy, speed, and three greedy samples.
 """
 
+import os
 import signal
 import sys
 
 # Ctrl-C while torch is still loading: one line, not a KeyboardInterrupt traceback (run_cli takes over once main starts).
-signal.signal(signal.SIGINT, lambda *_: (print("interrupted during start-up; nothing was written", file=sys.stderr), sys.exit(130)))
+# os._exit, not sys.exit: a SystemExit raised inside an import can be swallowed; nothing is written yet, so nothing to clean up.
+signal.signal(signal.SIGINT, lambda *_: (print("interrupted during start-up; nothing was written", file=sys.stderr, flush=True),
+                                         os._exit(130)))
 
 import time
 

@@ -3,16 +3,25 @@
 Matplotlib runs headless (Agg), so plots work on any machine without a display.
 """
 
-import matplotlib
+from minigpt.io import atomic_save_figure
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first)
 
-from minigpt.io import atomic_save_figure  # noqa: E402
+def pyplot():
+    """matplotlib.pyplot on the headless Agg backend, imported when the first plot is drawn.
+
+    Importing it costs about a second, which a script that stops early (a bad
+    flag, a missing file) and every test that starts a fresh Python would pay
+    for nothing.
+    """
+    import matplotlib
+    matplotlib.use("Agg")  # no display needed: plots are written to files
+    import matplotlib.pyplot
+    return matplotlib.pyplot
 
 
 def plot_loss_curves(histories: dict[str, list[dict]], path, title: str) -> None:
     """Train (solid) and validation (dashed) loss against step, one colour per run."""
+    plt = pyplot()
     figure, axes = plt.subplots(figsize=(7, 4.5))
     for index, (name, history) in enumerate(histories.items()):
         colour = f"C{index}"
@@ -30,6 +39,7 @@ def plot_loss_curves(histories: dict[str, list[dict]], path, title: str) -> None
 
 def plot_parameter_counts(counts: dict[str, dict], path) -> None:
     """Total versus trainable parameters per method on a log scale, each bar labelled."""
+    plt = pyplot()
     names = list(counts)
     figure, axes = plt.subplots(figsize=(7.5, 4.5))
     positions = range(len(names))
@@ -54,6 +64,7 @@ def plot_parameter_counts(counts: dict[str, dict], path) -> None:
 
 def plot_forgetting_vs_learning(points: dict[str, tuple[float, float]], path) -> None:
     """points: {method: (increase in pretraining val loss, new-domain val loss)}; lower left is better."""
+    plt = pyplot()
     figure, axes = plt.subplots(figsize=(6.5, 4.5))
     for index, (name, (forgetting, learning)) in enumerate(points.items()):
         axes.scatter([forgetting], [learning], s=70, color=f"C{index}", zorder=3)
@@ -69,6 +80,7 @@ def plot_forgetting_vs_learning(points: dict[str, tuple[float, float]], path) ->
 
 def plot_storage(sizes: dict[str, int], path) -> None:
     """Bytes on disk per artifact directory, log scale, each bar labelled."""
+    plt = pyplot()
     figure, axes = plt.subplots(figsize=(7, 4.5))
     names = list(sizes)
     bars = axes.bar(names, [sizes[n] for n in names], color=[f"C{i}" for i in range(len(names))])
@@ -86,6 +98,7 @@ def plot_storage(sizes: dict[str, int], path) -> None:
 
 def plot_latency(latencies: dict[str, dict], path, subtitle: str) -> None:
     """Median milliseconds per generated token, with min-max range as error bars."""
+    plt = pyplot()
     figure, axes = plt.subplots(figsize=(6.5, 4.5))
     names = list(latencies)
     medians = [latencies[n]["median_ms_per_token"] for n in names]

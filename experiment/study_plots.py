@@ -1,12 +1,8 @@
 """The studies' plots (experiments.py): seed spreads, learning-forgetting Pareto fronts, rank and target sweeps,
 singular-value spectra. Error bars always span min to max over seeds; markers are means unless one point per run."""
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first)
-
-from minigpt.io import atomic_save_figure  # noqa: E402
+from experiment.plots import pyplot
+from minigpt.io import atomic_save_figure
 
 OUTCOMES = (("new_val_loss", "new-domain validation loss (nats/token)\nlearning: lower is better"),
             ("new_probes", "new-domain probes correct (%)\nlearning: higher is better"),
@@ -20,6 +16,7 @@ def _errors(summaries: list[dict]) -> list[list[float]]:
 
 def plot_seed_bars(groups: dict, path, what: str = "Every method") -> None:
     """One panel per outcome, one bar per method: mean over seeds, min-max error bars."""
+    plt = pyplot()
     labels = [g["label"] for g in groups.values()]
     figure, axes = plt.subplots(2, 2, figsize=(10, 7))
     for ax, (key, ylabel) in zip(axes.flat, OUTCOMES):
@@ -49,6 +46,7 @@ def frontier(points: list[tuple[float, float]], lower_x_better: bool, lower_y_be
 
 def plot_pareto(records: list[dict], path, title: str, by_replay: bool = False) -> None:
     """Forgetting against learning, one point per run; each method's frontier (or, by_replay, its path over fractions)."""
+    plt = pyplot()
     labels = list(dict.fromkeys(r["label"] for r in records))
     markers = {0.0: "o", 0.1: "s", 0.25: "^"}
     figure, axes = plt.subplots(1, 2, figsize=(12, 5))
@@ -92,6 +90,7 @@ def _convention(group: dict) -> str:
 
 def plot_rank(groups: dict, path) -> None:
     """Outcomes and ‖ΔW‖ against rank, one line per alpha convention, min-max error bars over seeds."""
+    plt = pyplot()
     series: dict[str, list[dict]] = {}
     for group in groups.values():
         series.setdefault(_convention(group), []).append(group)
@@ -121,6 +120,7 @@ def plot_rank(groups: dict, path) -> None:
 
 def plot_targets(groups: dict, path) -> None:
     """New and old validation loss per target set and rank, trainable parameters under each bar pair."""
+    plt = pyplot()
     members = list(groups.values())
     names = [f"{g['label'].removeprefix('LoRA ')}\n{g['trainable_parameters']['mean']:,.0f} params" for g in members]
     figure, axes = plt.subplots(1, 2, figsize=(12, 4.8))
@@ -140,6 +140,7 @@ def plot_targets(groups: dict, path) -> None:
 
 def plot_spectra(spectra: dict[str, dict[str, list[float]]], path, title: str) -> None:
     """Normalised singular values of ΔW per matrix type: {kind: {matrix name: singular values}}."""
+    plt = pyplot()
     figure, axes = plt.subplots(1, len(spectra), figsize=(5.5 * len(spectra), 4.5), squeeze=False)
     for ax, (kind, matrices) in zip(axes[0], spectra.items()):
         for index, (name, values) in enumerate(matrices.items()):

@@ -108,3 +108,9 @@ def test_loading_lora_tensors_requires_the_exact_key_set_and_shapes():
     wrong_shape = {**state, "blocks.0.attention.q_proj.lora_A.weight": torch.zeros(3, 16)}
     with pytest.raises(LoRAError, match="shape"):
         load_lora_state_dict(target, wrong_shape)
+
+
+def test_the_per_matrix_savings_are_r_times_in_plus_out_against_in_times_out():
+    from lora import lora_matrix_savings
+    assert lora_matrix_savings(64, 256, 4) == {"full": 16_384, "lora": 1_280, "ratio": 1_280 / 16_384}
+    assert lora_matrix_savings(64, 64, 64)["ratio"] == 2.0  # at full rank LoRA costs twice a full update

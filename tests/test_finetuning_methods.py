@@ -61,3 +61,17 @@ def test_split_rows_keep_the_output_head_tied():
     assert torch.equal(before, after)
     assert model.lm_head.new_rows is model.token_embedding.new_rows
     assert model.lm_head.old_rows is model.token_embedding.old_rows
+
+
+def test_trainable_counts_include_biases_and_layer_norms_for_full_and_freezing():
+    """A count that skipped 1-D parameters would pass for LoRA (only matrices train) but not here."""
+    from lora import count_parameters
+    full, freeze = grown_model(), grown_model()
+    prepare_full(full, 50)
+    prepare_layer_freezing(freeze, 50, 2)
+    for model in (full, freeze):
+        unique = {id(p): p for p in model.parameters()}.values()
+        by_hand = sum(p.numel() for p in unique if p.requires_grad)
+        one_dimensional = sum(p.numel() for p in unique if p.requires_grad and p.dim() == 1)
+        assert one_dimensional > 0 and count_parameters(model)["trainable"] == by_hand
+    assert count_parameters(full)["trainable"] == count_parameters(full)["total"]

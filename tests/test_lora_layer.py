@@ -119,3 +119,64 @@ def test_training_through_a_merged_layer_warns_that_a_and_b_get_no_gradient():
     with pytest.warns(UserWarning, match="call unmerge"):
         layer(torch.randn(2, 12, requires_grad=True)).sum().backward()
     assert layer.lora_A.weight.grad is None
+
+
+@pytest.mark.parametrize("r, alpha", [(1, 1.0), (2, 8.0), (5, 3.0), (7, 16.0)])
+def test_forward_is_the_formula_for_several_ranks_and_alphas_on_a_non_square_layer(r, alpha):
+    torch.manual_seed(r)
+    layer = LoRALinear(nn.Linear(12, 7), r=r, lora_alpha=alpha)
+    with torch.no_grad():
+        layer.lora_B.weight.normal_()
+    x = torch.randn(3, 12, dtype=torch.float64)
+    W, b = layer.base.weight.double(), layer.base.bias.double()
+    A, B = layer.lora_A.weight.double(), layer.lora_B.weight.double()
+    expected = x @ W.T + b + (alpha / r) * (x @ A.T @ B.T)  # computed in float64, independently of the layer
+    torch.testing.assert_close(layer(x.float()).double(), expected, rtol=0, atol=1e-5)
+    assert layer.scaling == pytest.approx(alpha / r)
+
+
+def test_the_update_has_rank_at_most_r():
+    torch.manual_seed(0)
+    layer = LoRALinear(nn.Linear(12, 10).double(), r=3, lora_alpha=6)  # float64: no rounding noise in the rank
+    with torch.no_grad():
+        layer.lora_B.weight.normal_()
+    assert torch.linalg.matrix_rank(layer.delta_weight().detach()).item() == 3  # (10, 12), rank 3, not 10
+
+
+def test_at_step_zero_a_gets_exactly_zero_gradient_and_b_a_non_zero_one():
+    """B = 0 makes dL/dA = s B^T g x^T vanish; A random makes dL/dB = s g (A x)^T non-zero: B learns first."""
+    torch.manual_seed(0)
+    layer = LoRALinear(nn.Linear(12, 10), r=4, lora_alpha=8).train()
+    layer(torch.randn(5, 12)).pow(2).sum().backward()
+    assert layer.lora_A.weight.grad is not None and torch.count_nonzero(layer.lora_A.weight.grad) == 0
+    assert layer.lora_B.weight.grad is not None and layer.lora_B.weight.grad.abs().sum() > 0
+    assert layer.base.weight.grad is None and layer.base.bias.grad is None  # the frozen base gets no gradient
+
+
+def test_dropout_is_off_in_eval_mode():
+    layer = layer_with_random_update(dropout=0.9).eval()
+    x = torch.randn(4, 12)
+    expected = layer.base(x) + layer.scaling * x @ layer.lora_A.weight.T @ layer.lora_B.weight.T
+    torch.testing.assert_close(layer(x), expected, rtol=0, atol=1e-6)
+    torch.testing.assert_close(layer(x), layer(x), rtol=0, atol=0)  # deterministic: no mask at all
+
+
+def test_merge_leaves_the_bias_alone_and_works_on_a_non_square_layer():
+    torch.manual_seed(0)
+    layer = LoRALinear(nn.Linear(5, 9), r=2, lora_alpha=3).eval()
+    with torch.no_grad():
+        layer.lora_B.weight.normal_()
+    bias = layer.base.bias.detach().clone()
+    x = torch.randn(4, 5)
+    unmerged = layer(x)
+    layer.merge()
+    assert torch.equal(layer.base.bias, bias)
+    assert layer.base.weight.shape == (9, 5)
+    torch.testing.assert_close(layer(x), unmerged, rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.bfloat16])
+def test_a_and_b_take_the_base_layers_dtype(dtype):
+    layer = LoRALinear(nn.Linear(8, 6).to(dtype), r=2, lora_alpha=4)
+    assert layer.lora_A.weight.dtype == dtype and layer.lora_B.weight.dtype == dtype
+    assert layer(torch.randn(3, 8, dtype=dtype)).dtype == dtype
