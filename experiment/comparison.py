@@ -17,7 +17,7 @@ from tqdm.auto import tqdm
 from experiment.adapter import load_adapter
 from experiment.data import prepare_finetune_data, resolve_data_paths
 from experiment.finetuning import ARTIFACT_DIRECTORIES, check_record
-from experiment.measure import directory_bytes, milliseconds_per_token, raw_tensor_bytes
+from experiment.measure import comparison_row, directory_bytes, milliseconds_per_token, raw_tensor_bytes
 from experiment.methods import METHODS, grow_vocabulary
 from experiment.new_token_rows import join_new_token_rows
 from experiment.plots import plot_forgetting_vs_learning, plot_latency, plot_loss_curves, plot_parameter_counts, plot_storage
@@ -172,6 +172,11 @@ def run_comparison(args) -> dict:
     comparison = build_comparison(metrics, evaluation, merge_check, latency, storage, per_matrix, generations, device)
     comparison["variants"] = compare_variants(results, args.pretrained, metrics, data, tokenizer, evaluation["pretrained base"],
                                               device, max_logit_difference)
+    for name, variant in comparison["variants"].items():  # the same float32 tolerance as the LoRA merge check above
+        if not variant["merge_check_max_abs_logit_difference"] <= merge_tolerance(merge_check):
+            raise UserError(f"merge check failed: variants/{name}/merged/ differs from its adapter on the base by up to "
+                            f"{variant['merge_check_max_abs_logit_difference']:.3g} in the logits, beyond float32 rounding "
+                            f"({merge_tolerance(merge_check):.1e}); run python train_finetune.py --method variants again")
     write_outputs(results, comparison, metrics)
     return comparison
 
@@ -181,20 +186,7 @@ def build_comparison(metrics, evaluation, merge_check, latency, storage, per_mat
     methods = {}
     for name, label in (("full", "full fine-tuning"), ("freeze", "layer freezing"), ("lora", "LoRA merged")):
         trained, measured = metrics["methods"][name], evaluation[label]
-        methods[name] = {
-            "label": trained["label"],
-            "trainable_parameters": trained["parameters"]["trainable"],
-            "total_parameters": trained["parameters"]["total"],
-            "trainable_percent": trained["parameters"]["trainable_percent"],
-            "trainable_state_bytes": trained["trainable_state_bytes"],
-            "train_seconds": trained["train_seconds"],
-            "tokens_per_second": trained["tokens_per_second"],
-            "lr": trained["lr"],
-            **{key: value for key, value in measured.items() if not key.endswith("_results")},
-            "forgetting_val_loss_increase": measured["pretrain_val_loss"] - before["pretrain_val_loss"],
-            "forgetting_probe_accuracy_drop": None if measured["pretrain_probe_accuracy"] is None
-            else before["pretrain_probe_accuracy"] - measured["pretrain_probe_accuracy"],
-        }
+        methods[name] = comparison_row(trained, measured, before)
     return {
         "device": str(device), "torch_threads": torch.get_num_threads(), "steps": metrics["methods"]["full"]["steps"],
         "batch_size": metrics["methods"]["full"]["batch_size"],

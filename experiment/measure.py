@@ -63,3 +63,25 @@ def milliseconds_per_token(models: dict, prompt_ids: list[int], new_tokens: int,
 def _synchronize(device) -> None:
     if torch.device(device).type == "cuda":
         torch.cuda.synchronize()
+
+
+def comparison_row(trained: dict, measured: dict, before: dict) -> dict:
+    """One row of the comparison: what metrics.json recorded of a training run, and what was measured now.
+
+    `trained` is a method's (or a variant's) record in metrics.json, `measured` an
+    EvaluationSuite.measure() of its model, `before` the same for the base.
+    """
+    return {
+        "label": trained["label"],
+        "trainable_parameters": trained["parameters"]["trainable"],
+        "total_parameters": trained["parameters"]["total"],
+        "trainable_percent": trained["parameters"]["trainable_percent"],
+        "trainable_state_bytes": trained["trainable_state_bytes"],
+        "train_seconds": trained["train_seconds"],
+        "tokens_per_second": trained["tokens_per_second"],
+        "lr": trained["lr"],
+        **{key: value for key, value in measured.items() if not key.endswith("_results")},
+        "forgetting_val_loss_increase": measured["pretrain_val_loss"] - before["pretrain_val_loss"],
+        "forgetting_probe_accuracy_drop": None if measured["pretrain_probe_accuracy"] is None
+        else before["pretrain_probe_accuracy"] - measured["pretrain_probe_accuracy"],
+    }

@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 
 from experiment.adapter import load_adapter
-from experiment.measure import directory_bytes, raw_tensor_bytes
+from experiment.measure import comparison_row, directory_bytes, raw_tensor_bytes
 from experiment.new_token_rows import join_new_token_rows
 from minigpt.checkpoint import load_model_dir
 from minigpt.io import UserError
@@ -31,17 +31,7 @@ def compare_variants(results: Path, pretrained, metrics: dict, data, tokenizer, 
             raise UserError(f"the variant artifacts in {folder} come from another run than {results}; {RUN_VARIANTS}")
         measured = data.suite.measure(merged, tokenizer, device)
         rows[name] = {
-            "label": trained["label"],
-            "trainable_parameters": trained["parameters"]["trainable"],
-            "total_parameters": trained["parameters"]["total"],
-            "trainable_percent": trained["parameters"]["trainable_percent"],
-            "trainable_state_bytes": trained["trainable_state_bytes"],
-            "train_seconds": trained["train_seconds"],
-            "tokens_per_second": trained["tokens_per_second"],
-            "lr": trained["lr"],
-            **{key: value for key, value in measured.items() if not key.endswith("_results")},
-            "forgetting_val_loss_increase": measured["pretrain_val_loss"] - before["pretrain_val_loss"],
-            "forgetting_probe_accuracy_drop": before["pretrain_probe_accuracy"] - measured["pretrain_probe_accuracy"],
+            **comparison_row(trained, measured, before),
             "adapter_file_bytes": directory_bytes(folder / "adapter"),
             "adapter_tensor_bytes": raw_tensor_bytes(folder / "adapter"),
             "merge_check_max_abs_logit_difference": max_logit_difference(unmerged, merged, data.splits.val),

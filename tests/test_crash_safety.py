@@ -176,3 +176,10 @@ def test_compare_fails_when_the_merge_check_is_beyond_float32_rounding(results_c
     shutil.copy(results / "full_finetune" / "model.pt", results / "lora_merged" / "model.pt")  # same shapes, other weights
     status, _, err = compare(pretrained, results, monkeypatch, capsys)
     assert_one_line_error(status, err, "merge check failed", "beyond float32 rounding")
+
+
+def test_compare_fails_when_a_variants_merged_model_is_not_its_adapter_merged(results_copy, monkeypatch, capsys):
+    pretrained, results = results_copy
+    shutil.copy(results / "full_finetune" / "model.pt", results / "variants" / "dora" / "merged" / "model.pt")
+    status, _, err = compare(pretrained, results, monkeypatch, capsys)
+    assert_one_line_error(status, err, "merge check failed", "variants/dora/merged/")
