@@ -46,8 +46,7 @@ def parse_args():
     parser.add_argument("--results", default="dist/finetuning_results", help="intrinsic-rank: the directory train_finetune.py wrote")
     parser.add_argument("--out", default="dist/experiments", help="studies' directory: runs cached under <out>/<study>/runs/")
     add_finetune_data_flags(parser)
-    add_common_flags(parser, seed=1337)
-    parser.set_defaults(threads=1)  # studies run many small models: one thread per run, fastest on a busy machine
+    add_common_flags(parser, seed=1337, threads=1)  # many small runs: one thread each, fastest on a busy machine
     args = parser.parse_args()
     if args.study not in STUDY_NAMES:
         raise UserError(f"unknown study {args.study!r}; choose one of {', '.join(STUDY_NAMES)} (see python experiments.py --help)")

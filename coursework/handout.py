@@ -75,6 +75,16 @@ def build(repo: Path, staging: Path) -> None:
     for name in STARTER_FILES:
         shutil.copy2(STARTER / name, staging / name)
     (staging / "STUDENT_README.md").write_text(STUDENT_README, encoding="utf-8")
+    readme = staging / "README.md"
+    if readme.is_file():  # its file map lists only what the handout holds (tests/test_readme.py checks the map)
+        readme.write_text(without_instructor_files(readme.read_text(encoding="utf-8")), encoding="utf-8")
+
+
+def without_instructor_files(readme: str) -> str:
+    """The README with the file-map lines of files the handout leaves out removed."""
+    kept = [line for line in readme.splitlines(keepends=True)
+            if not (line.split() and any(line.split()[0].startswith(prefix) for prefix in INSTRUCTOR_ONLY))]
+    return "".join(kept)
 
 
 def parse_args(argv=None) -> argparse.Namespace:

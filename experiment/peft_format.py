@@ -81,7 +81,8 @@ def export_peft(adapter_dir, out_dir, use_safetensors: bool | None = None) -> Pa
     config = LoRAConfig.from_dict(settings)
     if config.use_dora or config.quantize_base != "none":  # never a silently different adapter
         raise UserError(f"{adapter_dir} is a {'DoRA' if config.use_dora else 'QLoRA'} adapter; the PEFT export covers plain "
-                        "LoRA, rsLoRA and LoRA+ adapters only (merge it instead: lora_merged/ is a plain model)")
+                        "LoRA, rsLoRA and LoRA+ adapters only; use its merged model instead (lora_merged/ or variants/<name>/merged/), "
+                        "a plain MiniGPT")
     try:
         weights = load_lora_weights(adapter_dir / LORA_WEIGHTS)
     except LoRAError as error:

@@ -451,10 +451,10 @@ def require_number(value, what: str, integer: bool = False):
     return value
 
 
-def add_common_flags(parser: argparse.ArgumentParser, seed: int) -> None:
+def add_common_flags(parser: argparse.ArgumentParser, seed: int, threads: int | None = None) -> None:
     parser.add_argument("--seed", type=seed_value, default=seed, help="random seed: the same seed on the same machine gives the same losses")
     parser.add_argument("--device", default="auto", help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N or mps")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar (for logs and tests)")
-    parser.add_argument("--threads", type=positive_int, default=None,
-                        help=f"CPU threads for torch (default: torch's choice, {torch.get_num_threads()} here); "
-                        "use 1 on a machine shared with other busy processes")
+    chosen = "" if threads is not None else f" (default: torch's choice, {torch.get_num_threads()} here)"
+    parser.add_argument("--threads", type=positive_int, default=threads,
+                        help=f"CPU threads for torch{chosen}; use 1 on a machine shared with other busy processes")
