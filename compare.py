@@ -21,10 +21,10 @@ signal.signal(signal.SIGINT, lambda *_: (print("interrupted during start-up; not
 import time
 from pathlib import Path
 
-from experiment.comparison import run_comparison
-from experiment.data import add_finetune_data_flags
-from experiment.methods import USER_ERRORS
-from experiment.report import print_table
+from experiment.comparison.side_by_side import run_comparison
+from experiment.training.data import add_finetune_data_flags
+from experiment.training.methods import USER_ERRORS
+from experiment.comparison.report import print_table
 from minigpt.io import ArgumentParser, add_common_flags, positive_int, run_cli
 
 PROMPTS = ["risotto is made with", "the capital of france is"]  # one new-domain, one pretraining prompt

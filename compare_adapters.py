@@ -2,7 +2,7 @@
 
     python compare_adapters.py     # after train_finetune.py and train_finetune.py --adapter-name sport (see README 3.5)
 
-Loads the base and every --adapter onto it (experiment/adapters.py), evaluates
+Loads the base and every --adapter onto it (experiment/serving/server.py), evaluates
 the base, each adapter and their equal-weight mix on every domain's validation
 loss and probes and on the pretraining corpus, times switching adapters
 against loading a merged model from disk, and times generation with and
@@ -11,9 +11,9 @@ without the key/value cache. Writes adapters_comparison.md and .json.
 
 import time
 
-from experiment.adapter_comparison import markdown, run_adapter_comparison
-from experiment.generation import parse_named_path
-from experiment.methods import USER_ERRORS
+from experiment.serving.adapter_comparison import markdown, run_adapter_comparison
+from experiment.serving.generation import parse_named_path
+from experiment.training.methods import USER_ERRORS
 from minigpt.device import choose_device
 from minigpt.io import ArgumentParser, UserError, add_common_flags, ensure_writable_dir, positive_int, run_cli
 

@@ -12,10 +12,10 @@ results.md and its plots to dist/experiments/<study>/.
 
 import time
 
-from experiment.data import add_finetune_data_flags
-from experiment.methods import USER_ERRORS
-from experiment.runner import StudyContext
-from experiment.studies import STUDIES, run_intrinsic_rank_study, run_overhead_study, run_study
+from experiment.training.data import add_finetune_data_flags
+from experiment.training.methods import USER_ERRORS
+from experiment.studies.runner import StudyContext
+from experiment.studies.catalog import STUDIES, run_intrinsic_rank_study, run_overhead_study, run_study
 from minigpt.io import ArgumentParser, UserError, add_common_flags, apply_threads, positive_int, run_cli, seed_value
 
 STUDY_NAMES = [*STUDIES, "intrinsic-rank", "overhead"]

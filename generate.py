@@ -13,8 +13,8 @@ prompts, and :use NAME, :none (the base), :mix NAME=W,NAME=W, :list or :quit.
 
 import argparse
 
-from experiment.generation import run_generation
-from experiment.methods import USER_ERRORS
+from experiment.serving.generation import run_generation
+from experiment.training.methods import USER_ERRORS
 from minigpt.io import ArgumentParser, add_common_flags, positive_int, run_cli
 
 PROMPTS = ["risotto is made with", "in tennis you hit the ball with a", "the capital of france is"]

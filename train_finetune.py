@@ -22,10 +22,10 @@ signal.signal(signal.SIGINT, lambda *_: (print("interrupted during start-up; not
 import time
 from pathlib import Path
 
-from experiment.data import add_finetune_data_flags
-from experiment.finetuning import run_finetuning
-from experiment.methods import METHODS, USER_ERRORS
-from experiment.report import percent
+from experiment.training.data import add_finetune_data_flags
+from experiment.training.finetuning import run_finetuning
+from experiment.training.methods import METHODS, USER_ERRORS
+from experiment.comparison.report import percent
 from lora.config import A_INITS, DEFAULT_TARGETS, QUANTIZE_CHOICES, LoRAConfig
 from minigpt.io import ArgumentParser, UserError, add_common_flags, positive_float, positive_int, probability, run_cli
 

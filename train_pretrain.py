@@ -19,8 +19,8 @@ signal.signal(signal.SIGINT, lambda *_: (print("interrupted during start-up; not
 
 import time
 
-from experiment.methods import USER_ERRORS
-from experiment.pretraining import run_pretraining
+from experiment.training.methods import USER_ERRORS
+from experiment.training.pretraining import run_pretraining
 from minigpt.config import GPTConfig
 from minigpt.io import ArgumentParser, add_common_flags, positive_float, positive_int, probability, run_cli
 from minigpt.training import TrainConfig

@@ -580,7 +580,7 @@ def make_cooking(rng):
 # It has its own seeded generator (SPORT_SEED), created after the other two
 # corpora are drawn, so adding it left pretrain.txt and cooking.txt unchanged.
 # Two cooking words (ramen, noodles) appear here on purpose: both adapters then
-# bring a row for the same new word, the case experiment/adapters.py handles.
+# bring a row for the same new word, the case experiment/serving/server.py handles.
 # ---------------------------------------------------------------------------
 
 SPORT_SEED = 4321

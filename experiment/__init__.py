@@ -1,6 +1,17 @@
-"""The experiment: pretraining, three ways to fine-tune, and their comparison, built on `minigpt` and `lora`.
+"""The experiment: pretraining, fine-tuning three ways (and the variants), comparing, studying and serving,
+built on `minigpt` (the model) and `lora` (LoRA for any nn.Module).
 
-Layers point one way: the top-level scripts call this package, and this
-package uses `minigpt` (the model library) and `lora` (LoRA for any
-nn.Module). Neither of those knows this package exists.
+Layers point one way: the top-level scripts call this package, and this package
+uses `minigpt` and `lora`; neither of those knows this package exists. Inside it,
+`training` is the bottom layer and the three others build on it, never on each
+other:
+
+    training/     pretraining, the fine-tuning methods, the adapter directory  (train_pretrain.py, train_finetune.py)
+    comparison/   every model measured from disk, side by side                 (compare.py)
+    studies/      many cached runs over seeds and settings, and their plots    (experiments.py)
+    serving/      several adapters on one base, generation, the PEFT format    (generate.py, compare_adapters.py, peft_convert.py)
+    plots.py      the plotting helpers every part shares
+
+Reading order for a first visit: training/methods.py, training/finetuning.py,
+training/adapter.py, comparison/side_by_side.py, then whichever part you need.
 """

@@ -24,7 +24,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from minigpt.config import GPTConfig  # noqa: E402
-from experiment.methods import USER_ERRORS  # noqa: E402
+from experiment.training.methods import USER_ERRORS  # noqa: E402
 from minigpt.io import run_cli  # noqa: E402
 from minigpt.model import MiniGPT  # noqa: E402
 

@@ -5,10 +5,10 @@ import torch
 
 from conftest import tiny_model
 from lora import LoRAConfig, lora_layers
-from experiment.adapter import load_adapter, save_adapter
+from experiment.training.adapter import load_adapter, save_adapter
 from minigpt.checkpoint import model_fingerprint, save_model_dir
 from minigpt.io import UserError
-from experiment.methods import prepare_lora
+from experiment.training.methods import prepare_lora
 from minigpt.tokenizer import WordTokenizer
 
 BASE_WORDS = ["<pad>", "<unk>", "<eot>"] + [f"w{i}" for i in range(47)]

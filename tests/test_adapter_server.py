@@ -1,12 +1,12 @@
-"""experiment/adapters.py: adapter directories served together on one base, with the union vocabulary."""
+"""experiment/serving/server.py: adapter directories served together on one base, with the union vocabulary."""
 
 import pytest
 import torch
 
 from conftest import tiny_model
-from experiment.adapter import load_adapter, save_adapter
-from experiment.adapters import AdapterServer
-from experiment.methods import prepare_lora
+from experiment.training.adapter import load_adapter, save_adapter
+from experiment.serving.server import AdapterServer
+from experiment.training.methods import prepare_lora
 from lora import LoRAConfig, lora_layers
 from minigpt.checkpoint import model_fingerprint, save_model_dir
 from minigpt.io import UserError

@@ -5,7 +5,7 @@ from conftest import tiny_model
 from lora import LoRAConfig, LoRALinear, apply_lora, load_lora_state_dict, lora_state_dict
 from lora.parameters import count_parameters, parameter_breakdown
 from lora import LoRAError
-from experiment.methods import prepare_lora
+from experiment.training.methods import prepare_lora
 from minigpt.training import TrainConfig, train
 
 TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj")

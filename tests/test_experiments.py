@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-import experiment.runner as runner
+import experiment.studies.runner as runner
 from conftest import FINETUNE_DATA_FLAGS, assert_one_line_error, run_main
 
 TINY_RUN = ["--steps", "2", "--batch-size", "4", "--no-progress"]

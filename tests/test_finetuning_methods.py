@@ -2,7 +2,7 @@ import torch
 
 from conftest import tiny_model
 from lora import LoRAConfig
-from experiment.methods import prepare_full, prepare_layer_freezing, prepare_lora
+from experiment.training.methods import prepare_full, prepare_layer_freezing, prepare_lora
 from minigpt.training import TrainConfig, train
 
 DATA = torch.randint(56, (600,), generator=torch.Generator().manual_seed(0))

@@ -2,7 +2,7 @@
 
 import torch
 
-from experiment.intrinsic_rank import share_along, spectrum
+from experiment.studies.intrinsic_rank import share_along, spectrum
 
 
 def test_a_rank_3_matrix_has_numerical_rank_3_and_rank_4_keeps_all_of_it():

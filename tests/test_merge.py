@@ -5,7 +5,7 @@ import torch
 from conftest import tiny_model
 from lora import LoRAConfig, LoRALinear, lora_layers
 from minigpt.config import GPTConfig
-from experiment.methods import merge_lora_model, prepare_lora
+from experiment.training.methods import merge_lora_model, prepare_lora
 from minigpt.model import MiniGPT
 
 

@@ -1,4 +1,4 @@
-"""experiment/peft_format.py: the adapter in PEFT's layout, back again, and (if peft is installed) loaded by PEFT."""
+"""experiment/serving/peft_format.py: the adapter in PEFT's layout, back again, and (if peft is installed) loaded by PEFT."""
 
 import json
 
@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from conftest import assert_one_line_error, run_main, tiny_model
-from experiment.adapter import load_adapter, save_adapter
-from experiment.methods import prepare_lora
-from experiment.peft_format import PEFT_BIN, PEFT_CONFIG, PEFT_SAFETENSORS, export_peft, import_peft
+from experiment.training.adapter import load_adapter, save_adapter
+from experiment.training.methods import prepare_lora
+from experiment.serving.peft_format import PEFT_BIN, PEFT_CONFIG, PEFT_SAFETENSORS, export_peft, import_peft
 from test_adapter_server import BASE_WORDS, make_adapter
 from lora import LoRAConfig
 from minigpt.checkpoint import model_fingerprint, save_model_dir

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from conftest import FINETUNE_DATA_FLAGS, assert_one_line_error, run_main, tiny_model
-from experiment.replay import mixed_batch_drawer, replay_windows
+from experiment.training.replay import mixed_batch_drawer, replay_windows
 from minigpt.io import UserError
 from minigpt.training import TrainConfig, train
 

@@ -5,12 +5,12 @@ import torch
 
 from conftest import FINETUNE_DATA_FLAGS, assert_one_line_error, run_main, run_subprocess
 from lora import LoRAConfig, LoRALinear
-from experiment.adapter import load_adapter, save_adapter
+from experiment.training.adapter import load_adapter, save_adapter
 from minigpt.checkpoint import load_model_dir, model_fingerprint, save_model_dir
-from experiment.methods import grow_vocabulary, merge_lora_model, prepare_lora
+from experiment.training.methods import grow_vocabulary, merge_lora_model, prepare_lora
 from minigpt.config import GPTConfig
 from minigpt.model import MiniGPT
-from experiment.new_token_rows import join_new_token_rows
+from experiment.training.new_token_rows import join_new_token_rows
 
 
 def test_finetuning_writes_every_promised_file(pipeline):

@@ -11,7 +11,7 @@ import time
 import torch
 
 from conftest import FINETUNE_DATA_FLAGS, REPO, TINY_FLAGS, assert_one_line_error, run_main
-from experiment.measure import raw_tensor_bytes
+from experiment.comparison.measure import raw_tensor_bytes
 from minigpt.tokenizer import WordTokenizer
 
 FIXTURES = REPO / "tests" / "fixtures"

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from conftest import FINETUNE_DATA_FLAGS, assert_one_line_error, run_main, tiny_model
-from experiment.adapter import load_adapter, save_adapter
-from experiment.methods import merge_lora_model, prepare_lora
+from experiment.training.adapter import load_adapter, save_adapter
+from experiment.training.methods import merge_lora_model, prepare_lora
 from lora import DoRALinear, LoRAConfig, LoRAError, NF4Linear, apply_lora, lora_layers, lora_state_dict
 from minigpt.checkpoint import model_fingerprint, save_model_dir
 from minigpt.io import UserError

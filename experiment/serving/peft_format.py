@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from experiment.adapter import EMBEDDING_WEIGHTS, LORA_CONFIG, LORA_WEIGHTS, TOKENIZER, read_adapter_config
+from experiment.training.adapter import EMBEDDING_WEIGHTS, LORA_CONFIG, LORA_WEIGHTS, TOKENIZER, read_adapter_config
 from lora import LoRAConfig, LoRAError, load_lora_weights
 from minigpt.io import UserError, load_tensor_file, read_text_file, write_directory_atomically
 from minigpt.tokenizer import WordTokenizer

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import torch
 
-from experiment.adapter import load_adapter
-from experiment.measure import comparison_row, directory_bytes, raw_tensor_bytes
-from experiment.new_token_rows import join_new_token_rows
+from experiment.training.adapter import load_adapter
+from experiment.comparison.measure import comparison_row, directory_bytes, raw_tensor_bytes
+from experiment.training.new_token_rows import join_new_token_rows
 from minigpt.checkpoint import load_model_dir
 from minigpt.io import UserError
 

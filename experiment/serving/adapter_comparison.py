@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from experiment.adapters import AdapterServer
+from experiment.serving.server import AdapterServer
 from minigpt.checkpoint import load_model_dir
 from minigpt.data import encode_documents, read_corpus, split_documents, split_train_val
 from minigpt.evaluation import load_probes, probe_accuracy, stream_loss

@@ -12,7 +12,7 @@ the training loop (minigpt.training) is the same for all of them.
           method gets from the new rows alone.
 
 In freeze and lora the new rows are split off into a parameter of their own
-(experiment/new_token_rows.py) so the old rows stay bit-identical.
+(experiment/training/new_token_rows.py) so the old rows stay bit-identical.
 """
 
 import copy
@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import torch
 
-from experiment.new_token_rows import join_new_token_rows, split_new_token_rows
+from experiment.training.new_token_rows import join_new_token_rows, split_new_token_rows
 from lora import LoRAConfig, LoRAError, apply_lora, merge_lora
 from minigpt.io import UserError
 

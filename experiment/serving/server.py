@@ -1,7 +1,7 @@
 """Serving many adapters on one base: load them by name, switch, disable, mix, generate.
 
 `AdapterServer` holds one MiniGPT base and any number of adapter directories
-(experiment/adapter.py's format). The A and B matrices live in
+(experiment/training/adapter.py's format). The A and B matrices live in
 lora/multi_adapter.py's MultiLoRALinear; this file adds what lora/ cannot know
 about: each adapter's new words.
 
@@ -35,7 +35,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from experiment.adapter import LORA_WEIGHTS, RERUN, check_adapter_fits_base, read_adapter_config
+from experiment.training.adapter import LORA_WEIGHTS, RERUN, check_adapter_fits_base, read_adapter_config
 from lora import (LoRAConfig, LoRAError, active_adapters, adapter_names, add_adapter, delete_adapter, load_lora_weights,
                   set_adapter_weights)
 from lora.multi_adapter import load_adapter_state_dict

@@ -4,7 +4,7 @@
 --merged model directories, and knows which one is selected: "base", an
 adapter name, a mix ("cooking=0.5,sport=0.5") or a merged model's name.
 Switching between the base, adapters and mixes moves no weights
-(experiment/adapters.py); a merged model is a separate plain MiniGPT.
+(experiment/serving/server.py); a merged model is a separate plain MiniGPT.
 `interactive` reads prompts and short commands (:use, :none, :mix, :list, :quit).
 """
 
@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from experiment.adapters import AdapterServer
+from experiment.serving.server import AdapterServer
 from minigpt.checkpoint import load_model_dir
 from minigpt.device import choose_device
 from minigpt.io import UserError

@@ -2,7 +2,7 @@
 
 `run_finetuning(args)` is what `train_finetune.py` calls. For each chosen
 method it copies the base, lets the method decide what trains
-(experiment/methods.py), trains with the shared loop (minigpt/training.py),
+(experiment/training/methods.py), trains with the shared loop (minigpt/training.py),
 measures learning and forgetting. Then the whole result set (each method's
 model directory, or for LoRA the adapter and the merged model, metrics.json
 and two plots) is written into one temporary directory and swapped in at
@@ -19,14 +19,14 @@ from pathlib import Path
 
 import torch.nn as nn
 
-from experiment.adapter import ADAPTER_FILES, save_adapter
-from experiment.data import prepare_finetune_data, resolve_data_paths
-from experiment.methods import (METHODS, check_train_last_k, grow_vocabulary, lora_label, merge_lora_model, prepare_full,
+from experiment.training.adapter import ADAPTER_FILES, save_adapter
+from experiment.training.data import prepare_finetune_data, resolve_data_paths
+from experiment.training.methods import (METHODS, check_train_last_k, grow_vocabulary, lora_label, merge_lora_model, prepare_full,
                                 prepare_layer_freezing, prepare_lora, prepare_new_rows)
-from experiment.new_token_rows import join_new_token_rows
-from experiment.replay import replay_batch_drawer
+from experiment.training.new_token_rows import join_new_token_rows
+from experiment.training.replay import replay_batch_drawer
 from experiment.plots import plot_loss_curves, plot_parameter_counts
-from experiment.variants import VARIANTS, quantization_report, variant_config, variant_prefix, weight_error
+from experiment.training.variants import VARIANTS, quantization_report, variant_config, variant_prefix, weight_error
 from lora import LoRAConfig, apply_lora, count_parameters, lora_matrix_savings, loraplus_parameter_groups, parameter_breakdown
 from lora.config import DEFAULT_TARGETS
 from minigpt.checkpoint import RUN_FILE, load_model_dir, model_fingerprint, save_model_dir
@@ -96,7 +96,7 @@ def finetune_one(method, base, data, args, lora_config, device):
     if method.name == "lora" and lora_config.loraplus_lr_ratio is not None:  # LoRA+: B's group learns ratio times faster
         groups = partial(loraplus_parameter_groups, lr=config.lr, loraplus_lr_ratio=lora_config.loraplus_lr_ratio,
                          weight_decay=config.weight_decay)
-    replay = getattr(args, "replay", 0.0)  # share of each batch drawn from the pretraining corpus (experiment/replay.py)
+    replay = getattr(args, "replay", 0.0)  # share of each batch drawn from the pretraining corpus (experiment/training/replay.py)
     draw_batch = replay_batch_drawer(data, args.pretrain_corpus, replay, model.config.block_size, config.batch_size) if replay else None
     result = train(model, data.splits.train, data.splits.val, config, device, label, not args.no_progress, groups, draw_batch)
     record = {"method": method.name, "label": label, "lr": config.lr, "steps": config.steps, "replay": replay,

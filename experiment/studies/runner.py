@@ -1,6 +1,6 @@
 """The study runner: many real fine-tuning runs on one base, each cached on disk by its settings.
 
-A run is one call of experiment/finetuning.py's `finetune_one` (the same code
+A run is one call of experiment/training/finetuning.py's `finetune_one` (the same code
 train_finetune.py runs) with the settings of one `RunSettings`; nothing is
 saved but its measured figures. Each run's figures are written to
 dist/experiments/<study>/runs/<key>.json, where the key is a hash of the
@@ -24,10 +24,10 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from experiment.data import prepare_finetune_data, resolve_data_paths
-from experiment.finetuning import finetune_one
-from experiment.methods import METHODS, NEW_ROWS
-from experiment.variants import VARIANTS, variant_config
+from experiment.training.data import prepare_finetune_data, resolve_data_paths
+from experiment.training.finetuning import finetune_one
+from experiment.training.methods import METHODS, NEW_ROWS
+from experiment.training.variants import VARIANTS, variant_config
 from lora import LoRAConfig, LoRALinear
 from lora.config import DEFAULT_TARGETS
 from minigpt.checkpoint import load_model_dir, model_fingerprint
@@ -53,7 +53,7 @@ class RunSettings:
     alpha: float = LoRAConfig.lora_alpha
     targets: tuple[str, ...] = DEFAULT_TARGETS
     rslora: bool = False
-    variant: str | None = None  # one of experiment/variants.py's VARIANTS (rslora, loraplus, dora, qlora), or None
+    variant: str | None = None  # one of experiment/training/variants.py's VARIANTS (rslora, loraplus, dora, qlora), or None
     replay: float = 0.0
     steps: int = 150
     batch_size: int = 32

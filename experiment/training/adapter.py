@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from experiment.new_token_rows import SplitEmbedding, split_new_token_rows
+from experiment.training.new_token_rows import SplitEmbedding, split_new_token_rows
 from lora import LoRAConfig, LoRAError, apply_lora, load_lora_state_dict, load_lora_weights, save_lora_weights
 from minigpt.checkpoint import RUN_FILE, load_model_dir, model_fingerprint
 from minigpt.io import UserError, load_tensor_file, read_text_file, recover_directory, write_directory_atomically

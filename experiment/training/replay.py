@@ -48,6 +48,6 @@ def mixed_batch_drawer(new_domain: torch.Tensor, old_domain: torch.Tensor, fract
 
 
 def replay_batch_drawer(data, pretrain_corpus: str, fraction: float, block_size: int, batch_size: int):
-    """The batch function for a fine-tuning run on `data` (experiment/data.py) with this replay fraction."""
+    """The batch function for a fine-tuning run on `data` (experiment/training/data.py) with this replay fraction."""
     old_domain = pretraining_train_tokens(pretrain_corpus, data.tokenizer)
     return mixed_batch_drawer(data.splits.train, old_domain, fraction, block_size, batch_size)

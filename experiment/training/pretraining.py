@@ -12,7 +12,7 @@ import math
 
 import torch
 
-from experiment.data import corpus_record, default_probes
+from experiment.training.data import corpus_record, default_probes
 from experiment.plots import plot_loss_curves
 from minigpt.checkpoint import save_model_dir
 from minigpt.config import GPTConfig

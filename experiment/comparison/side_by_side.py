@@ -14,15 +14,15 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from experiment.adapter import load_adapter
-from experiment.data import prepare_finetune_data, resolve_data_paths
-from experiment.finetuning import ARTIFACT_DIRECTORIES, check_record
-from experiment.measure import comparison_row, directory_bytes, milliseconds_per_token, raw_tensor_bytes
-from experiment.methods import METHODS, grow_vocabulary
-from experiment.new_token_rows import join_new_token_rows
+from experiment.training.adapter import load_adapter
+from experiment.training.data import prepare_finetune_data, resolve_data_paths
+from experiment.training.finetuning import ARTIFACT_DIRECTORIES, check_record
+from experiment.comparison.measure import comparison_row, directory_bytes, milliseconds_per_token, raw_tensor_bytes
+from experiment.training.methods import METHODS, grow_vocabulary
+from experiment.training.new_token_rows import join_new_token_rows
 from experiment.plots import plot_forgetting_vs_learning, plot_latency, plot_loss_curves, plot_parameter_counts, plot_storage
-from experiment.report import comparison_markdown
-from experiment.variant_comparison import compare_variants
+from experiment.comparison.report import comparison_markdown
+from experiment.comparison.variant_rows import compare_variants
 from lora import lora_matrix_savings, merge_lora
 from minigpt.checkpoint import load_model_dir, model_fingerprint, read_run_info
 from minigpt.device import choose_device

@@ -5,8 +5,8 @@
            per run, each method's frontier drawn (Biderman et al., 2024, section 4.3).
 * rank:    LoRA rank 1 to 64 with alpha fixed, with alpha = 2r (and rsLoRA where lora has it).
 * targets: which layers LoRA adapts, at equal rank and at (about) equal trainable-parameter budget.
-* replay:  pretraining text mixed into every fine-tuning batch (experiment/replay.py), 0 / 0.1 / 0.25.
-* intrinsic-rank: the singular values of full fine-tuning's ΔW (experiment/intrinsic_rank.py); no training.
+* replay:  pretraining text mixed into every fine-tuning batch (experiment/training/replay.py), 0 / 0.1 / 0.25.
+* intrinsic-rank: the singular values of full fine-tuning's ΔW (experiment/studies/intrinsic_rank.py); no training.
 
 Each grid has a quick form (the default, minutes) and a --full form (the README gives its time).
 """
@@ -16,9 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from experiment.variants import VARIANTS
-from experiment.runner import FIGURES, RunSettings, StudyContext, group_over_seeds, rslora_supported, run_grid
-from experiment.study_plots import plot_pareto, plot_rank, plot_seed_bars, plot_targets
+from experiment.training.variants import VARIANTS
+from experiment.studies.runner import FIGURES, RunSettings, StudyContext, group_over_seeds, rslora_supported, run_grid
+from experiment.studies.study_plots import plot_pareto, plot_rank, plot_seed_bars, plot_targets
 from minigpt.io import UserError, atomic_write_text
 
 QUICK_SEEDS, FULL_SEEDS = (1337, 1, 2), (1337, 1, 2, 3, 4)
@@ -90,7 +90,7 @@ def targets_grid(seeds, full):
 
 
 def variants_grid(seeds, full):
-    """Plain LoRA and each variant at the same rank, alpha, targets and learning rate (experiment/variants.py)."""
+    """Plain LoRA and each variant at the same rank, alpha, targets and learning rate (experiment/training/variants.py)."""
     return [RunSettings("lora", seed, variant=variant) for variant in (None, *VARIANTS) for seed in seeds]
 
 
@@ -228,8 +228,8 @@ def run_study(study: Study, context: StudyContext, seeds=None, full=False, steps
 
 def run_intrinsic_rank_study(pretrained: str, results: str, out: Path) -> Path:
     """No training: the spectra of ΔW of the saved full fine-tuning and LoRA models; table, JSON and plot."""
-    from experiment.intrinsic_rank import intrinsic_rank  # noqa: PLC0415  (only this study needs it)
-    from experiment.study_plots import plot_spectra  # noqa: PLC0415
+    from experiment.studies.intrinsic_rank import intrinsic_rank  # noqa: PLC0415  (only this study needs it)
+    from experiment.studies.study_plots import plot_spectra  # noqa: PLC0415
 
     report = intrinsic_rank(pretrained, results)
     directory = Path(out) / "intrinsic-rank"
@@ -267,7 +267,7 @@ def run_intrinsic_rank_study(pretrained: str, results: str, out: Path) -> Path:
 
 def run_overhead_study(pretrained: str, out: Path) -> Path:
     """No training: operations, arithmetic and time of one forward pass, base against LoRA unmerged and merged."""
-    from experiment.overhead import measure_overhead  # noqa: PLC0415  (only this study needs the profiler)
+    from experiment.studies.overhead import measure_overhead  # noqa: PLC0415  (only this study needs the profiler)
 
     report = measure_overhead(pretrained)
     directory = Path(out) / "overhead"
