@@ -142,13 +142,16 @@ def grade_folder(args) -> None:
 
 def main(argv=None) -> int:
     try:
-        args = parse_args(argv)
+        try:
+            args = parse_args(argv)
+        except SystemExit as done:  # --help (0), or a bad argument, already reported in one line (2)
+            return done.code if isinstance(done.code, int) else 2
         grade_folder(args) if args.submissions else grade_one(args)
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("interrupted: grading stopped, its temporary copies removed, nothing written", file=sys.stderr)
+        print("error: interrupted; grading stopped, its workers and temporary copies removed, nothing written", file=sys.stderr)
         return 2
     return 0
 

@@ -26,6 +26,7 @@ import os
 import queue
 import secrets
 import shutil
+import signal
 import stat
 import subprocess
 import sys
@@ -104,29 +105,36 @@ class Worker:
     """One sandboxed worker process and a thread that queues its reply lines."""
 
     def __init__(self, scratch: Path, isolate: bool):
+        """Start the process; `handshake()` then sends it its code and waits until it is ready."""
+        self.scratch = scratch
         try:
-            self._start(scratch, isolate)
+            self.log = tempfile.TemporaryFile(dir=scratch)
+            env = {"PATH": os.environ.get("PATH", ""), "HOME": str(scratch), "OMP_NUM_THREADS": "1", "LC_ALL": "C.UTF-8"}
+            self.process = subprocess.Popen((ISOLATION if isolate else []) + [sys.executable, "-I", "-c", BOOT],
+                                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.log, text=True,
+                                            bufsize=1, cwd=scratch, env=env, start_new_session=True)
         except OSError as error:  # no Python to start, or the scratch folder is gone (grading stopped)
             raise WorkerGone(f"the grading process did not start ({error.strerror or error})") from None
-
-    def _start(self, scratch: Path, isolate: bool) -> None:
-        self.log = tempfile.TemporaryFile(dir=scratch)
-        env = {"PATH": os.environ.get("PATH", ""), "HOME": str(scratch), "OMP_NUM_THREADS": "1", "LC_ALL": "C.UTF-8"}
-        self.process = subprocess.Popen((ISOLATION if isolate else []) + [sys.executable, "-I", "-c", BOOT],
-                                        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.log, text=True,
-                                        bufsize=1, cwd=scratch, env=env, start_new_session=True)
         self.replies: queue.Queue = queue.Queue()
+        self.isolation = "?"
         threading.Thread(target=self._read, daemon=True).start()
-        minigpt_root = scratch / "instructor"
-        (minigpt_root / "minigpt").mkdir(parents=True, exist_ok=True)
-        for name, data in MINIGPT_FILES.items():
-            (minigpt_root / "minigpt" / name).write_bytes(data)
-        self._send({"sources": WORKER_SOURCES, "minigpt_root": str(minigpt_root), "scratch": str(scratch)})
+
+    def handshake(self) -> None:
+        try:
+            minigpt_root = self.scratch / "instructor"
+            (minigpt_root / "minigpt").mkdir(parents=True, exist_ok=True)
+            for name, data in MINIGPT_FILES.items():
+                (minigpt_root / "minigpt" / name).write_bytes(data)
+        except OSError as error:
+            raise WorkerGone(f"the grading process did not start ({error.strerror or error})") from None
+        self._send({"sources": WORKER_SOURCES, "minigpt_root": str(minigpt_root), "scratch": str(self.scratch)})
         ready = self._reply(STARTUP_TIMEOUT)
         if not isinstance(ready, dict) or ready.get("event") != "ready":
-            self.log.seek(0)
-            errors = [line for line in self.log.read().decode(errors="replace").splitlines() if "rror" in line]
-            self.stop()
+            try:
+                self.log.seek(0)
+                errors = [line for line in self.log.read().decode(errors="replace").splitlines() if "rror" in line]
+            except (OSError, ValueError):  # stopped while starting: the log is closed already
+                errors = []
             raise WorkerGone(f"the grading process did not start{': ' + errors[-1][:200] if errors else ''}")
         self.isolation = ready.get("isolation", "?")
 
@@ -170,7 +178,10 @@ class Worker:
 
     def stop(self) -> None:
         if self.process.poll() is None:
-            self.process.kill()
+            try:  # its own session: the whole group; with unshare, --kill-child takes the namespace along
+                os.killpg(self.process.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                self.process.kill()
         self.process.wait()
         self.log.close()
 
@@ -246,7 +257,8 @@ class Grader:
             return False, "not run: grading was stopped"
         try:
             if self.worker is None:
-                self.worker = Worker(self.scratch, self.isolate)
+                self.worker = Worker(self.scratch, self.isolate)  # registered first, so close() can stop it while it starts
+                self.worker.handshake()
             return verdict(line_id, inputs, self.worker.run(line_id, copy, inputs, self.timeout), self.timeout)
         except WorkerGone as gone:
             self.close_worker()
