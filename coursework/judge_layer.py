@@ -121,7 +121,7 @@ def judge_init_gaussian(inputs, raw):
     if not 0.8 * 0.25 < std < 1.2 * 0.25 or abs(mean) > 0.05:
         raise Fail(f"with init_lora_weights='gaussian', A should be normal with mean 0 and std 1/r = 0.25 (r=4); "
                    f"found mean {mean:.3f}, std {std:.3f}")
-    if kurtosis < 2.4:  # a normal sample's is about 3, a uniform one's 1.8
+    if kurtosis < 2.2:  # a normal sample's is 3 (standard error 0.15 here), a uniform one's 1.8
         raise Fail("with init_lora_weights='gaussian', A looks uniform, not normal: use nn.init.normal_(A, std=1/r)")
 
 

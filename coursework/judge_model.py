@@ -4,7 +4,7 @@ import threading
 
 import torch
 
-from coursework.judging import Malformed, flag, matrix, max_error, names, number, tensor
+from coursework.judging import Malformed, fitted_factor, flag, matrix, max_error, names, number, tensor
 from coursework.measure_model import TINY_GPT
 from coursework.probes import Fail
 
@@ -30,8 +30,23 @@ def expected_merged_logits(inputs) -> torch.Tensor:
         return model.eval()(torch.tensor(inputs["idx"]))[0].double()
 
 
+TOY_LINEARS = [f"blocks.{i}.{name}" for i in range(2) for name in ("q_proj", "k_proj", "v_proj", "extra_q_proj", "up_proj")] + ["head"]
+TOY_OUT = {"up_proj": 12, "head": 5}
+
+
 def inputs_apply_targets(draw):
-    return {"seed": draw.seed(), "targets": TARGETS}
+    matrices = {name: {"A": draw.normal(2, 8, std=0.5), "B": draw.normal(TOY_OUT.get(name.rpartition(".")[2], 8), 2, std=0.5)}
+                for name in EXPECTED_TARGETS}
+    return {"seed": draw.seed(), "targets": TARGETS, "matrices": matrices, "x": draw.normal(5, 8)}
+
+
+def _toy_linears(seed: int) -> dict:
+    from coursework.measure_model import ToyModel
+
+    with SEEDING:
+        torch.manual_seed(seed)
+        model = ToyModel()
+    return {name: model.get_submodule(name) for name in TOY_LINEARS}
 
 
 def judge_apply_targets(inputs, raw):
@@ -48,6 +63,22 @@ def judge_apply_targets(inputs, raw):
     replaced = names(raw, "replaced")
     if replaced:
         raise Fail(f"{replaced[0]} is not a target, yet apply_lora replaced it: wrap only the layers whose names end with a target")
+    outputs = raw.get("outputs")
+    if not isinstance(outputs, dict) or sorted(outputs) != sorted(TOY_LINEARS):
+        raise Malformed("the worker's result for 'outputs' does not name the model's layers")
+    x = tensor(inputs["x"])
+    for name, linear in _toy_linears(inputs["seed"]).items():
+        with torch.no_grad():
+            frozen = x @ linear.weight.double().T + linear.bias.double()
+        got = matrix(outputs, name, (5, linear.out_features))
+        if name not in EXPECTED_TARGETS:
+            if max_error(got, frozen) > 1e-5:
+                raise Fail(f"{name} is not a target, yet its output changed: leave the other layers as they were")
+            continue
+        bax = x @ tensor(inputs["matrices"][name]["A"]).T @ tensor(inputs["matrices"][name]["B"]).T
+        factor = fitted_factor(got - frozen, bax)  # the scaling is forward_formula's business: any non-zero factor
+        if not abs(factor) > 1e-6 or max_error(got - frozen, factor * bax) > 1e-4 * max(1.0, bax.abs().max().item()):
+            raise Fail(f"in the model, {name} does not compute W x + b + s B A x: wrap the layer that was there, in its place")
 
 
 inputs_apply_freezes = inputs_apply_targets
@@ -83,7 +114,8 @@ def inputs_merged_plain(draw):
     return {"seed": draw.seed(), "matrices": matrices, "idx": draw.integers(TINY["vocab_size"], 3, TINY["block_size"])}
 
 
-inputs_merged_trains = inputs_merged_plain
+def inputs_merged_trains(draw):
+    return {**inputs_merged_plain(draw), "targets": draw.integers(TINY["vocab_size"], 3, TINY["block_size"])}
 
 
 def judge_merged_plain(inputs, raw):
@@ -114,6 +146,38 @@ def judge_merged_trains(inputs, raw):
                    "merge_lora returns a plain model, so set requires_grad=True on every parameter again")
     if not flag(raw, "loss_requires_grad") or names(raw, "no_gradient"):
         raise Fail("a loss on the merged model does not reach all its parameters: it must train like a freshly loaded model")
+    check_merged_gradients(inputs, raw)
+
+
+def check_merged_gradients(inputs, raw) -> None:
+    """The worker's gradients are those of its own merged weights, which hold W + c B A in each adapted layer."""
+    from minigpt.config import GPTConfig
+    from minigpt.model import MiniGPT
+
+    weights, gradients = raw.get("weights"), raw.get("gradients")
+    with SEEDING:
+        torch.manual_seed(inputs["seed"])
+        model = MiniGPT(GPTConfig(**TINY_GPT))
+    expected_names = [name for name, _ in model.named_parameters()]
+    if not isinstance(weights, dict) or not isinstance(gradients, dict) or sorted(weights) != sorted(expected_names) \
+            or sorted(gradients) != sorted(expected_names):
+        raise Fail("the merged model's parameters are not a plain MiniGPT's, so its training cannot be checked")
+    original = {name: p.detach().double() for name, p in model.named_parameters()}
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            p.copy_(matrix(weights, name, tuple(p.shape)))
+    for name, matrices in inputs["matrices"].items():
+        change = matrix(weights, f"{name}.weight") - original[f"{name}.weight"]
+        bax = tensor(matrices["B"]) @ tensor(matrices["A"])
+        factor = fitted_factor(change, bax)
+        if not abs(factor) > 1e-6 or max_error(change, factor * bax) > 1e-4:
+            raise Fail(f"the merged {name} is not W + s B A, so its training cannot be checked")
+    _, loss = model.train()(torch.tensor(inputs["idx"]), torch.tensor(inputs["targets"]))
+    loss.backward()
+    for name, p in model.named_parameters():
+        got = matrix(gradients, name, tuple(p.shape))
+        if max_error(got, p.grad.double()) > 1e-4 * max(1.0, p.grad.abs().max().item()):
+            raise Fail(f"the merged model's gradient for {name} is not the one its weights give: it must train like a plain MiniGPT")
 
 
 def inputs_training_step(draw):

@@ -61,10 +61,18 @@ def measure_apply_targets(inputs):
     wrapped = _apply(model, 2, inputs["targets"])
     if not isinstance(wrapped, dict):
         return {"returned": type(wrapped).__name__}
+    outputs = {}  # every original layer's place, run on the grader's x, with the grader's A and B where LoRA sits
+    for name, linear in before.items():
+        module = model.get_submodule(name)
+        if module is not linear and name in inputs["matrices"]:
+            set_matrices(module, linear, 2, inputs["matrices"][name]["A"], inputs["matrices"][name]["B"])
+        with torch.no_grad():
+            outputs[name] = plain(module.eval()(torch.tensor(inputs["x"])))
     return {"returned": sorted(str(name) for name in wrapped),
             "not_in_place": sorted(name for name, layer in wrapped.items() if model.get_submodule(name) is not layer),
             "replaced": sorted(name for name, linear in before.items()
-                               if name not in wrapped and model.get_submodule(name) is not linear)}
+                               if name not in wrapped and model.get_submodule(name) is not linear),
+            "outputs": outputs}
 
 
 def measure_apply_freezes(inputs):
@@ -132,12 +140,14 @@ def measure_merged_trains(inputs):
     _, merged, _, _, idx, _ = _merged(inputs)
     frozen = [name for name, p in merged.named_parameters() if not p.requires_grad]
     merged.train()
-    _, loss = merged(idx, idx)
-    no_gradient = []
+    _, loss = merged(idx, torch.tensor(inputs["targets"]))
+    no_gradient, gradients = [], {}
     if loss.requires_grad:
         loss.backward()
         no_gradient = [name for name, p in merged.named_parameters() if p.grad is None]
-    return {"frozen": frozen, "loss_requires_grad": bool(loss.requires_grad), "no_gradient": no_gradient}
+        gradients = {name: plain(p.grad) for name, p in merged.named_parameters() if p.grad is not None}
+    return {"frozen": frozen, "loss_requires_grad": bool(loss.requires_grad), "no_gradient": no_gradient,
+            "weights": {name: plain(p) for name, p in merged.named_parameters()}, "gradients": gradients}
 
 
 class HandWrittenAdamW:

@@ -40,7 +40,7 @@ RUBRIC = (
 
 # Judged on names, counts and flags rather than on numbers computed from the grader's random inputs:
 # code written against the worker's protocol could forge these (INSTRUCTORS.md, "What the grader guarantees").
-STRUCTURE_LINES = ("init_equals_base", "apply_targets", "apply_freezes", "trainable_count", "merged_trains", "training_step")
+STRUCTURE_LINES = ("init_equals_base", "apply_freezes", "trainable_count", "training_step")
 
 POINTS = {line.id: line.points for line in RUBRIC}
 MAX_SCORE = sum(POINTS.values())

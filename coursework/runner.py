@@ -198,7 +198,7 @@ def verdict(line_id: str, inputs: dict, reply: dict, timeout: float) -> tuple[bo
         return False, f"the grading process died (exit status {reply['exit']})" + (f": {detail}" if detail else "")
     try:
         answer = json.loads(reply["payload"])
-    except json.JSONDecodeError:
+    except (ValueError, RecursionError):  # not JSON, or nested deeper than any measurement returns
         return False, "the worker's result could not be read (not JSON)"
     if not isinstance(answer, dict) or len(answer) != 1 or next(iter(answer)) not in ("raw", "fail", "error"):
         return False, "the worker's result could not be read (unexpected fields)"

@@ -70,6 +70,16 @@ ATTACKS = {
             except OSError:
                 pass
         """,
+    # answers built to trip the grading process: nesting deeper than its parser allows, or more than it accepts
+    "malformed_answers": """
+        import json, os
+        _dumps = json.dumps
+        def _hostile(value, *args, **kwargs):
+            if isinstance(value, dict) and set(value) <= {"raw", "fail", "error"}:
+                return "[" * 300000 + "]" * 300000 if os.getpid() % 2 else "0" * (9 << 20)
+            return _dumps(value, *args, **kwargs)
+        json.dumps = _hostile
+        """,
     # hang at import: after three checks in a row time out, the rest are not run
     "hang_at_import": """
         import time

@@ -46,6 +46,18 @@ def test_an_output_under_proc_is_one_line(tmp_path, capsys, shared):
     assert "cannot write" in one_error_line(capsys, [str(path), "--out", "/proc/grade.json"])
 
 
+@pytest.mark.parametrize("error", [(28, "No space left on device"), (30, "Read-only file system")])
+def test_a_full_disk_or_read_only_output_is_one_line(tmp_path, capsys, monkeypatch, error):
+    def failing(path, text):
+        raise OSError(*error)
+
+    monkeypatch.setattr(grade, "atomic_write_text", failing)
+    monkeypatch.setattr(grade, "grade_paths", lambda paths, **kwargs: [runner.report(paths[0], {}, "none", [])])
+    path = starter_copy(tmp_path / "copy")
+    assert error[1] in one_error_line(capsys, [str(path), "--timeout", str(TIMEOUT)])
+    assert sorted(p.name for p in path.iterdir()) == ["lora", "minigpt"]  # no lock, no half-written report
+
+
 def test_a_second_run_on_the_same_output_is_refused(tmp_path, capsys, shared):
     path = starter_copy(tmp_path / "copy")
     with open(path / ".grade.json.lock", "a") as lock:  # what a run in progress holds
