@@ -108,9 +108,11 @@ STUDENT_README = """\
 README_CLOSING = """
 ## What this handout leaves out
 
-The measured results, the studies that produce them and the chapters that
-discuss them are not in the handout: measuring them is your coursework. Start
-with `STUDENT_README.md`, then `coursework/ASSIGNMENT.md`.
+The measured results, the studies that produce them (`experiments.py`,
+`experiment/studies/`) and the chapters that discuss them (`docs/`) are not
+in the handout, although the text above may mention them: measuring them is
+your coursework. Start with `STUDENT_README.md`, then
+`coursework/ASSIGNMENT.md`.
 """
 
 
