@@ -49,6 +49,7 @@ INSTRUCTOR_ONLY = (
     "tests/test_coursework_",  # the grader's tests run the gallery against the solution
     "tests/test_nf4.py",  # expects merge() to refuse an NF4 base, which the assignment does not ask for
     "tests/test_readme.py",  # checks the instructor's README, which the handout cuts
+    "tests/test_docs_links.py",  # checks links into docs/ and the README's sections, which the handout leaves out
     "tests/test_experiments.py",  # the studies are left out
     "tests/test_intrinsic_rank.py",
     "experiments.py",  # its rank, targets, pareto and variants studies run Q1-Q3's sweeps by themselves
@@ -139,16 +140,17 @@ def repository_files(repo: Path) -> list[str]:
 
 
 def student_readme_md(readme: str) -> str:
-    """README.md up to the end of its quickstart (or its first results heading), links to docs/ made plain text."""
+    """README.md up to the end of its quickstart or its first results heading; no images, links to cut parts made plain text."""
     lines = readme.splitlines(keepends=True)
     headings = [i for i, line in enumerate(lines) if line.startswith("## ")]
     quickstart = [i for i in headings if "quickstart" in lines[i].lower()]
     after = [i for i in headings if quickstart and i > quickstart[0]]
     results = [i for i in headings if "result" in lines[i].lower()]
-    cut = after[0] if after else results[0] if results else len(lines)
+    cut = min(after[:1] + results[:1] + [len(lines)])  # whichever comes first: the section after the quickstart, or results
     kept = "".join(lines[:cut])
+    kept = re.sub(r"!\[[^\]]*\]\([^)]*\)", "", kept)  # images: the figures live in docs/
     kept = re.sub(r"\[([^\]]+)\]\((?:\./)?docs/[^)]*\)", r"\1", kept)  # docs/ is not in the handout
-    kept = "".join(line for line in kept.splitlines(keepends=True) if not line.lstrip().startswith("!["))
+    kept = re.sub(r"\[([^\]]+)\]\(#[^)]*\)", r"\1", kept)  # nor are most of the sections links point to
     return kept.rstrip("\n") + "\n" + README_CLOSING
 
 
