@@ -1,72 +1,164 @@
-"""`python -m coursework.grade [PATH]`: grade the `lora` package of a repository copy.
+"""`python -m coursework.grade`: grade one repository copy, or a folder of submissions into one CSV.
 
-PATH is the root of a copy of this repository (default: the current
-directory); its lora/ package is imported in a separate process, never the
-grader's own. Prints one line per rubric item (id, points, PASS/FAIL, and on
-failure a hint that names the mistake), the total, and writes grade.json.
+    python -m coursework.grade [PATH]                      # PATH's lora/: scorecard, PATH/grade.json
+    python -m coursework.grade --submissions DIR [--csv F] # every folder in DIR: one CSV row per student
 
-Exit status: 0 whatever the score (a low score is a result, not an error),
-even if grade.json cannot be written; 2 for bad usage (PATH missing, or
-without a lora/ package).
+The student's code never runs in this process (runner.py, worker.py). Exit
+status: 0 whatever the scores (a low score is a result, not an error); 2 with
+one line on stderr for bad usage (a missing folder, a --timeout that is not a
+positive finite number), an output that cannot be written (full disk,
+read-only or /proc target), another run writing the same output, or Ctrl-C.
 """
 
-import argparse
+import csv
+import fcntl
+import io
 import json
+import math
+import os
 import sys
+import time
+from contextlib import contextmanager
 from pathlib import Path
 
+from minigpt.io import ArgumentParser, UserError, atomic_write_text, positive_int
+from coursework.rubric import RUBRIC
 from coursework.runner import DEFAULT_TIMEOUT, grade_paths
 
+MAX_TIMEOUT = 600.0
 
-def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m coursework.grade", description="Grade the lora/ package of a repository copy against the coursework rubric.",
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+
+def timeout_seconds(text: str) -> float:
+    import argparse
+
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
+    if not math.isfinite(value) or not 0 < value <= MAX_TIMEOUT:
+        raise argparse.ArgumentTypeError(f"must be a number of seconds above 0 and at most {MAX_TIMEOUT:g}, got {text!r}")
+    return value
+
+
+def parse_args(argv=None):
+    parser = ArgumentParser(prog="python -m coursework.grade",
+                            description="Grade the lora/ package of a repository copy, or of every submission in a folder.")
     parser.add_argument("path", nargs="?", default=".", help="root of the repository copy whose lora/ is graded")
-    parser.add_argument("--out", default="PATH/grade.json", help="where to write the JSON report")
-    parser.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT, help="seconds allowed per check")
+    parser.add_argument("--out", default="PATH/grade.json", help="where to write one copy's JSON report")
+    parser.add_argument("--submissions", default=None,
+                        help="a folder holding one folder per student (each with its lora/); grades them all into one CSV")
+    parser.add_argument("--csv", default="SUBMISSIONS/grades.csv", help="with --submissions: the CSV to write")
+    parser.add_argument("--workers", type=positive_int, default=1, help="with --submissions: sandboxed workers side by side")
+    parser.add_argument("--timeout", type=timeout_seconds, default=DEFAULT_TIMEOUT, help="seconds allowed per check")
     return parser.parse_args(argv)
 
 
 def format_scorecard(report: dict) -> str:
     width = max(len(line["id"]) for line in report["lines"])
-    rows = [f"grading {report['lora'] or report['path'] + '/lora (not importable)'}", ""]
+    rows = [f"grading {report['lora']} (student code isolated by: {report['isolation']})", ""]
     for line in report["lines"]:
         verdict = "PASS" if line["passed"] else "FAIL"
         points = f"{line['points']:>2}/{line['max_points']:<2}"
         rows.append(f"  {line['id']:<{width}}  {points}  {verdict}" + (f"  {line['message']}" if line["message"] else ""))
+    if report["tampered"]:
+        rows += ["", f"score withheld: the grader's own files changed while this submission was graded "
+                     f"({', '.join(report['tampered'][:3])}); restore them (git checkout -- coursework minigpt) and grade again"]
     rows += ["", f"total: {report['score']}/{report['max_score']}"]
     return "\n".join(rows)
 
 
-def main(argv=None) -> int:
-    args = parse_args(argv)
+@contextmanager
+def exclusive(output: Path):
+    """A lock beside `output`, so two runs never write it at once; removed afterwards."""
+    lock_path = output.parent / f".{output.name}.lock"
+    try:
+        handle = open(lock_path, "a")
+    except OSError as error:
+        raise UserError(f"cannot write beside {output} ({error.strerror}); choose another output path") from None
+    try:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise UserError(f"another grading run is writing {output}; wait for it to finish or choose another output path") from None
+        try:
+            yield
+        finally:
+            lock_path.unlink(missing_ok=True)
+    finally:
+        handle.close()
+
+
+def write(output: Path, text: str) -> None:
+    try:
+        atomic_write_text(output, text)
+    except OSError as error:
+        raise UserError(f"could not write {output} ({error.strerror or error}); free some disk space or choose another output path") from None
+
+
+def grade_one(args) -> None:
     root = Path(args.path)
     if not root.is_dir():
-        print(f"grade: {root} is not a directory; give the root of a repository copy", file=sys.stderr)
-        return 2
-    if not (root / "lora" / "__init__.py").is_file():
-        print(f"grade: {root} has no lora/ package (lora/__init__.py); give the root of a repository copy", file=sys.stderr)
-        return 2
-    if args.timeout <= 0:
-        print(f"grade: --timeout must be positive, got {args.timeout:g}", file=sys.stderr)
-        return 2
-    report = grade_paths([root.resolve()], timeout=args.timeout)[0]
+        raise UserError(f"{root} is not a directory; give the root of a repository copy")
+    if not (root / "lora").is_dir():
+        raise UserError(f"{root} has no lora/ package; give the root of a repository copy")
     out = root / "grade.json" if args.out == "PATH/grade.json" else Path(args.out)
-    try:  # written before printing, so a closed pipe on stdout cannot lose it
-        out.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
-        written = f"wrote {out}"
-    except OSError as error:
-        written = None
-        print(f"grade: could not write {out} ({error.strerror}); the scorecard below stands", file=sys.stderr)
+    with exclusive(out):
+        report = grade_paths([root.resolve()], timeout=args.timeout)[0]
+        write(out, json.dumps(report, indent=2) + "\n")  # before printing, so a closed stdout cannot lose it
     print(format_scorecard(report))
-    if written:
-        print(written)
+    print(f"wrote {out}")
+
+
+def csv_text(reports: list[dict], students: list[str]) -> str:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(["student", "score", "max_score", *(line.id for line in RUBRIC), "isolation", "tampered", "failed_lines"])
+    for student, report in zip(students, reports):
+        points = {line["id"]: line["points"] for line in report["lines"]}
+        failed = " | ".join(f"{line['id']}: {line['message']}" for line in report["lines"] if not line["passed"])
+        writer.writerow([student, report["score"], report["max_score"], *(points[line.id] for line in RUBRIC),
+                         report["isolation"], " ".join(report["tampered"]), failed])
+    return buffer.getvalue()
+
+
+def grade_folder(args) -> None:
+    folder = Path(args.submissions)
+    if not folder.is_dir():
+        raise UserError(f"--submissions {folder} is not a directory; give the folder that holds one folder per student")
+    students = sorted(entry.name for entry in folder.iterdir() if entry.is_dir() and not entry.name.startswith("."))
+    if not students:
+        raise UserError(f"--submissions {folder} holds no student folders; put each student's copy in a folder of its own")
+    out = folder / "grades.csv" if args.csv == "SUBMISSIONS/grades.csv" else Path(args.csv)
+    started = time.monotonic()
+    with exclusive(out):
+        print(f"grading {len(students)} submissions from {folder} ({args.workers} worker{'s' if args.workers > 1 else ''})", flush=True)
+        reports = grade_paths([(folder / name).resolve() for name in students], timeout=args.timeout, workers=args.workers,
+                              progress=lambda report: print(f"  {Path(report['path']).name}: {report['score']}/{report['max_score']}",
+                                                            flush=True))
+        write(out, csv_text(reports, students))
+    elapsed = time.monotonic() - started
+    print(f"graded {len(students)} submissions in {elapsed:.0f} s ({elapsed / len(students):.1f} s each); wrote {out}")
+
+
+def main(argv=None) -> int:
+    try:
+        try:
+            args = parse_args(argv)
+        except SystemExit as done:  # --help (0), or a bad argument, already reported in one line (2)
+            return done.code if isinstance(done.code, int) else 2
+        grade_folder(args) if args.submissions else grade_one(args)
+    except UserError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("error: interrupted; grading stopped, its workers and temporary copies removed, nothing written", file=sys.stderr)
+        return 2
     return 0
 
 
 if __name__ == "__main__":
     try:
         sys.exit(main())
-    except BrokenPipeError:  # e.g. `| head`: the reader left; grade.json is written already
-        sys.stdout = None
+    except BrokenPipeError:  # e.g. `| head`: the reader left; the report is written already
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         sys.exit(0)

@@ -1,27 +1,54 @@
-"""Reading a student's LoRA layer by behaviour, not by attribute names.
+"""Worker side: reading a student's LoRA layer by behaviour, not by attribute names.
 
-The grader needs only this interface from the student's `lora` package:
+Runs inside the sandboxed worker (worker.py), next to student code. The
+grader needs only this interface from the student's `lora` package:
 
-* `lora.layer.LoRALinear(base, r, lora_alpha, lora_dropout, init_lora_weights)`,
+* `lora.layer.LoRALinear(base, r, lora_alpha, lora_dropout, init_lora_weights, use_rslora)`,
   called positionally, keeps the nn.Linear it is given (under any attribute name)
   and computes with that layer's own weight and bias;
 * it owns two tensors shaped (r, in_features) and (out_features, r), stored
   as nn.Parameter or as the weight of an nn.Linear, anywhere inside it;
-* `merge()` and `unmerge()` methods; `delta_weight()` is optional (without
-  it, delta_W is read as merged W minus W on a deep copy);
+* `merge()`, `unmerge()` and `delta_weight()` methods;
 * `lora.apply.apply_lora(model, LoRAConfig(...))` and `lora.merge.merge_lora(model)`.
 
-Dimensions are chosen by the checks so that (r, in) and (out, r) never coincide.
+Tensors travel to and from the grader as nested lists of floats (JSON);
+`tensor()` and `plain()` convert. Dimensions are chosen by the grader so that
+(r, in) and (out, r) never coincide.
 """
-
-import copy
 
 import torch
 import torch.nn as nn
 
 
 class Fail(Exception):
-    """A check failed; the message is the hint shown on the scorecard."""
+    """A check failed; the message is the hint shown on the scorecard (it can only cost points)."""
+
+
+def tensor(values, dtype=torch.float32) -> torch.Tensor:
+    return torch.tensor(values, dtype=torch.float64).to(dtype)
+
+
+def plain(value):
+    """A tensor as nested lists of floats (None stays None), for JSON."""
+    if value is None:
+        return None
+    return value.detach().to(torch.float64).tolist()
+
+
+def make_layer(case: dict, dtype=torch.float32, **overrides):
+    """(student LoRALinear, the base nn.Linear it wraps) for a case the grader chose: W, bias, r, alpha."""
+    from lora.layer import LoRALinear
+
+    spec = {"dropout": 0.0, "init": "kaiming", **case, **overrides}
+    out_features, in_features = len(spec["W"]), len(spec["W"][0])
+    base = nn.Linear(in_features, out_features, dtype=dtype)
+    with torch.no_grad():
+        base.weight.copy_(tensor(spec["W"], dtype))
+        base.bias.copy_(tensor(spec["bias"], dtype))
+    arguments = [base, spec["r"], spec["alpha"], spec["dropout"], spec["init"]]
+    if spec.get("rslora"):
+        arguments.append(True)
+    return LoRALinear(*arguments), base
 
 
 def lora_matrices(layer: nn.Module, base: nn.Linear, r: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -39,32 +66,16 @@ def lora_matrices(layer: nn.Module, base: nn.Linear, r: int) -> tuple[torch.Tens
 
 
 @torch.no_grad()
-def randomize(layer: nn.Module, base: nn.Linear, r: int, std: float = 0.5, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    """Give A and B random values (B is zero after init, which would hide most mistakes); return them."""
+def set_matrices(layer: nn.Module, base: nn.Linear, r: int, a_values, b_values) -> tuple[torch.Tensor, torch.Tensor]:
+    """Give A and B the grader's values (B is zero after init, which would hide most mistakes); return them."""
     a, b = lora_matrices(layer, base, r)
-    generator = torch.Generator().manual_seed(seed)
-    a.copy_(torch.randn(a.shape, generator=generator, dtype=torch.float64) * std)
-    b.copy_(torch.randn(b.shape, generator=generator, dtype=torch.float64) * std)
+    a.copy_(tensor(a_values, a.dtype))
+    b.copy_(tensor(b_values, b.dtype))
     return a, b
 
 
-def expected_output(base: nn.Linear, a: torch.Tensor, b: torch.Tensor, scaling: float, x: torch.Tensor) -> torch.Tensor:
-    """W x + b + scaling * B A x, computed independently in float64."""
-    x64 = x.double()
-    frozen = x64 @ base.weight.double().T + (base.bias.double() if base.bias is not None else 0.0)
-    return frozen + scaling * (x64 @ a.double().T @ b.double().T)
-
-
 @torch.no_grad()
-def read_delta_weight(layer: nn.Module, base: nn.Linear) -> torch.Tensor:
-    """delta_W from `delta_weight()` if the layer has one, else merged W minus W on a deep copy."""
-    if callable(getattr(layer, "delta_weight", None)):
-        return layer.delta_weight().detach().clone()
-    layer_copy, base_copy = copy.deepcopy((layer, base))
-    before = base_copy.weight.detach().clone()
-    layer_copy.merge()
-    return base_copy.weight.detach() - before
-
-
-def max_error(got: torch.Tensor, want: torch.Tensor) -> float:
-    return (got.double() - want.double()).abs().max().item()
+def read_delta_weight(layer: nn.Module) -> torch.Tensor:
+    if not callable(getattr(layer, "delta_weight", None)):
+        raise Fail("LoRALinear has no delta_weight() method: keep it, it returns (alpha/r) B @ A")
+    return layer.delta_weight().detach().clone()

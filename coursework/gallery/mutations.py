@@ -17,6 +17,7 @@ class Mutation:
     line: str  # the rubric line whose hint names this mistake
     mistake: str
     patches: tuple[tuple[str, str, str], ...]
+    hint: str = ""  # words the failing line's message must contain (empty: any one-line message)
 
 
 FORWARD = "return self.base(x) + self.scaling * self.lora_B(self.lora_A(self.lora_dropout(x)))"
@@ -32,6 +33,24 @@ MUTATIONS = {
                                  (("layer.py", "self.scaling = lora_alpha / r", "self.scaling = r / lora_alpha"),)),
     "b_random": Mutation("init_equals_base", "B initialised like A instead of to zero",
                          (("layer.py", "nn.init.zeros_(self.lora_B.weight)", "nn.init.normal_(self.lora_B.weight, std=0.02)"),)),
+    "b_tiny": Mutation("init_equals_base", "B initialised with a tiny std (1e-8), not exactly zero",
+                       (("layer.py", "nn.init.zeros_(self.lora_B.weight)", "nn.init.normal_(self.lora_B.weight, std=1e-8)"),), "exactly at zero"),
+    "gaussian_a_zero": Mutation("init_gaussian", "the 'gaussian' branch leaves A at zero",
+                                (("layer.py", "nn.init.normal_(self.lora_A.weight, std=1.0 / self.r)", "nn.init.zeros_(self.lora_A.weight)"),), "A stays zero"),
+    "rslora_ignored": Mutation("rslora_scaling", "use_rslora accepted but the scaling stays alpha / r", (
+        ("layer.py", "        if use_rslora:", "        if False:"),), "use_rslora=True is ignored"),
+    "delta_detached": Mutation("delta_weight_graph", "delta_weight() detached from the autograd graph", (
+        ("layer.py", "return self.scaling * (self.lora_B.weight @ self.lora_A.weight)",
+         "return (self.scaling * (self.lora_B.weight @ self.lora_A.weight)).detach()"),), "cut from the autograd graph"),
+    "merged_stays_frozen": Mutation("merged_trains", "merge_lora leaves every parameter frozen (requires_grad not restored)", (
+        ("merge.py", "        parameter.requires_grad_(True)", "        pass"),), "stay frozen"),
+    "lora_with_bias": Mutation("trainable_count", "A and B built as nn.Linear with a bias, which also trains", (
+        ("layer.py", "nn.Linear(base.in_features, r, bias=False", "nn.Linear(base.in_features, r, bias=True"),
+        ("layer.py", "nn.Linear(r, base.out_features, bias=False", "nn.Linear(r, base.out_features, bias=True"),
+    ), "trainable parameters"),
+    "branch_under_no_grad": Mutation("training_step", "the LoRA branch computed under torch.no_grad()", (
+        ("layer.py", FORWARD, "with torch.no_grad():\n            update = self.scaling * self.lora_B(self.lora_A(self.lora_dropout(x)))\n"
+                              "        return self.base(x) + update"),), "do gradients reach A and B"),
     "a_zero": Mutation("init_gradients", "A initialised to zero",
                        (("layer.py", "nn.init.kaiming_uniform_(self.lora_A.weight, a=math.sqrt(5))", "nn.init.zeros_(self.lora_A.weight)"),)),
     "shapes_swapped": Mutation("shapes", "A stored (in, r) and B (r, out), with x @ A @ B", (

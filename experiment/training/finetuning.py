@@ -90,6 +90,9 @@ def finetune_one(method, base, data, args, lora_config, device):
     label = lora_label(lora_config.target_modules, variant_prefix(lora_config)) if method.name == "lora" else method.label
     print(f"\n== {label}: {counts['trainable']:,} of {counts['total']:,} parameters train "
           f"({counts['trainable_percent']:.2f}%)")
+    if method.name == "lora":  # what multiplies B A: Q1 compares runs by it
+        rule = "alpha/sqrt(r)" if lora_config.use_rslora else "alpha/r"
+        print(f"   rank r = {lora_config.r}, alpha = {lora_config.lora_alpha:g}, scaling {rule} = {lora_config.scaling:.4g}")
     config = TrainConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr or method.lr,
                          warmup_steps=max(1, min(15, args.steps // 10)), eval_interval=args.eval_interval, seed=args.seed)
     groups = None

@@ -41,7 +41,7 @@ class LoRALinear(nn.Module):
         # TODO 1 (task 1a):
         #   * freeze every parameter of self.base (weight and bias): requires_grad False
         #   * self.scaling = the factor the update is multiplied by (a float); with use_rslora=True it is
-        #     alpha / sqrt(r) instead (rsLoRA, lora/scaling.py), which the grader does not check
+        #     alpha / sqrt(r) instead (rsLoRA, lora/scaling.py explains why; the grader checks both)
         #   * self.lora_A = nn.Linear without bias whose weight is (r, in_features)
         #     self.lora_B = nn.Linear without bias whose weight is (out_features, r)
         #     both on the base weight's device and with its dtype (a float64 base gives float64 A and B)
@@ -64,12 +64,13 @@ class LoRALinear(nn.Module):
         # TODO 2 (task 1b): the starting values of A (r, in) and B (out, r).
         #   * "kaiming": A as nn.Linear initialises its own weight (kaiming-uniform with a=math.sqrt(5))
         #   * "gaussian": A normal with std 1 / r
-        #   * B: which value makes the layer start equal to its base? (ASSIGNMENT.md, "Why B = 0")
+        #   * B: which value makes the layer start exactly equal to its base? (ASSIGNMENT.md, "Why B = 0")
         raise NotImplementedError("not implemented yet: LoRALinear.reset_lora_parameters (A random, B = 0)")
 
     def delta_weight(self) -> torch.Tensor:
         """(alpha / r) * B @ A, shaped like the base weight (out_features, in_features)."""
-        # TODO 3 (task 1c): a tensor (out_features, in_features) that keeps A's and B's autograd graph.
+        # TODO 3 (task 1c): a tensor (out_features, in_features) that keeps A's and B's autograd graph
+        #   (a loss computed from it must send gradients to A and B: no .detach(), no .data).
         raise NotImplementedError("not implemented yet: LoRALinear.delta_weight ((alpha/r) B @ A, shape (out, in))")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
