@@ -50,3 +50,10 @@ def test_a_three_seed_plot_says_mean_over_three_seeds_with_min_max_bars(saved_fi
 def test_the_caption_names_the_seed_count_or_its_range():
     assert study_plots.seeds_caption([{"runs": 3}, {"runs": 3}]) == "mean over 3 seeds; error bars: min-max"
     assert study_plots.seeds_caption([{"runs": 1}, {"runs": 3}]) == "mean over 1-3 seeds; error bars: min-max"
+
+
+def test_equal_values_whose_mean_rounds_past_the_max_still_plot(saved_figures):
+    groups = {"0": group("LoRA r=4", 3)}
+    groups["0"]["old_probes"] = {"mean": sum([0.1, 0.1, 0.1]) / 3, "min": 0.1, "max": 0.1}  # 0.10000000000000002
+    study_plots.plot_seed_bars(groups, "unused.png")  # matplotlib refuses negative error bars
+    assert saved_figures

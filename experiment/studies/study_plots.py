@@ -16,7 +16,8 @@ def _errors(summaries: list[dict], groups: list[dict]) -> list[list[float]] | No
     """Min-max error bars around the means, or None (no bars) when every point is a single run."""
     if all(g["runs"] == 1 for g in groups):
         return None
-    return [[s["mean"] - s["min"] for s in summaries], [s["max"] - s["mean"] for s in summaries]]
+    # max(0, ...): a mean of equal values can land a rounding error outside [min, max]
+    return [[max(0.0, s["mean"] - s["min"]) for s in summaries], [max(0.0, s["max"] - s["mean"]) for s in summaries]]
 
 
 def seeds_caption(groups) -> str:
