@@ -21,10 +21,10 @@ def _errors(summaries: list[dict], groups: list[dict]) -> list[list[float]] | No
 
 
 def seeds_caption(groups) -> str:
-    """How many seeds each point is, for a plot title: "one seed (no spread measured)" or "mean over 3 seeds; ..."."""
+    """How many seeds each point is, for a plot title: "one seed per point, ..." or "mean over 3 seeds; ..."."""
     counts = sorted({g["runs"] for g in groups})
     if counts == [1]:
-        return "one seed per point (no spread measured)"
+        return "one seed per point, no spread measured"
     seeds = str(counts[0]) if len(counts) == 1 else f"{counts[0]}-{counts[-1]}"
     return f"mean over {seeds} seeds; error bars: min-max"
 
