@@ -1,6 +1,6 @@
 """Several adapters on one base, measured: each adapter and their mix on each domain, and what switching costs.
 
-    python compare_adapters.py     # after train_finetune.py and train_finetune.py --adapter-name sport (see README 3.5)
+    python compare_adapters.py     # after train_finetune.py and train_finetune.py --adapter-name sport (see docs/serving.md)
 
 Loads the base and every --adapter onto it (experiment/serving/server.py), evaluates
 the base, each adapter and their equal-weight mix on every domain's validation

@@ -1,7 +1,7 @@
 """Run the named studies on top of dist/pretrained: many real fine-tuning runs, cached, tabled and plotted.
 
     python experiments.py seeds            # every method and the new-rows-only control over 3 seeds
-    python experiments.py pareto --full    # the bigger grid (the README gives its time)
+    python experiments.py pareto --full    # the bigger grid (docs/results.md gives its time)
     python experiments.py intrinsic-rank   # after train_finetune.py: is full fine-tuning's update low-rank?
 
 Every run is cached under dist/experiments/<study>/runs/, keyed by its settings

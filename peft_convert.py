@@ -3,7 +3,7 @@
     python peft_convert.py to-peft dist/finetuning_results/lora_adapter dist/peft/cooking
     python peft_convert.py from-peft dist/peft/cooking dist/finetuning_results/adapters/cooking_from_peft
 
-See experiment/serving/peft_format.py for the files and the README (section 3.5) for loading the export with PEFT.
+See experiment/serving/peft_format.py for the files and docs/serving.md for loading the export with PEFT.
 """
 
 from experiment.training.methods import USER_ERRORS

@@ -63,7 +63,7 @@ def parse_args():
 
 
 def add_variant_flags(parser) -> None:
-    variants = parser.add_argument_group("LoRA variants (PEFT's names; see README section 3.6)")
+    variants = parser.add_argument_group("LoRA variants (PEFT's names; see docs/variants.md)")
     variants.add_argument("--use-rslora", action="store_true", help="rsLoRA: scale the update by alpha/sqrt(r) instead of alpha/r")
     variants.add_argument("--use-dora", action="store_true", help="DoRA: a trainable magnitude per output feature, LoRA on the direction")
     variants.add_argument("--loraplus-lr-ratio", type=positive_float, default=None,

@@ -17,14 +17,18 @@ Mixing the updates is not averaging the matrices
 ------------------------------------------------
 The mix above adds the updates:  delta_W = sum_i w_i s_i B_i A_i  (s_i = alpha_i / r_i).
 That is exact, and its rank can reach r_1 + r_2 + ...: stacking the factors,
-[w_1 s_1 B_1 | w_2 s_2 B_2] @ [A_1 ; A_2] is the same matrix. Averaging the
-factors instead, (sum_i w_i B_i) (sum_j w_j A_j), gives
-sum_i w_i^2 B_i A_i plus cross terms w_i w_j B_i A_j that no adapter learned:
-A_j's directions read by B_i's outputs. Two adapters trained separately have
-unrelated A matrices, so the cross terms are noise. PEFT's add_weighted_adapter
-offers both (combination_type "cat" stacks the factors, exact; "linear" averages
-them). `factor_average_delta` computes the second one so the tests can show the
-difference.
+[w_1 s_1 B_1 | w_2 s_2 B_2] @ [A_1 ; A_2] is the same matrix. Combining the
+factors instead, (sum_i c_i B_i) (sum_j c_j A_j), does two different things:
+1. the diagonal terms c_i^2 B_i A_i: with c_i = w_i sqrt(s_i) (what
+   `factor_average_delta` computes) they are w_i^2 s_i B_i A_i, each update
+   shrunk by a further factor w_i (a quarter, not a half, at w = 0.5);
+   PEFT's add_weighted_adapter with combination_type "linear" takes
+   c_i = sqrt(w_i s_i), which keeps the diagonal exact (w_i s_i B_i A_i);
+2. the cross terms c_i c_j B_i A_j (i != j), which no adapter learned:
+   A_j's directions read by B_i's outputs. Two adapters trained separately
+   have unrelated A matrices, so these are noise. PEFT's "linear" has them
+   too; its "cat" stacks the factors and is exact, like the mix above.
+`factor_average_delta` lets the tests show the difference.
 
 Model-level functions use PEFT's vocabulary: add_adapter, set_adapter,
 disable_adapters (a context manager), delete_adapter, and set_adapter_weights

@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 # One torch thread, here and in every script a test starts: on a machine shared with other busy processes,
-# torch's default of one thread per core made the suite up to ten times slower (see README, --threads).
+# torch's default of one thread per core made the suite up to ten times slower (see docs/own_text_and_machine.md, --threads).
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import pytest  # noqa: E402

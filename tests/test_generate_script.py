@@ -108,7 +108,7 @@ def test_compare_adapters_writes_the_table_and_timings(two_adapters, monkeypatch
         "--merged", results / "lora_merged", "--repeats", "2", "--out", results], monkeypatch, capsys)
     assert status == 0, err
     result = json.loads((results / "adapters_comparison.json").read_text())
-    assert list(result["table"]) == ["base", "cooking", "sport", "mix cooking=0.5,sport=0.5"]
+    assert list(result["table"]) == ["base", "cooking", "sport", "mix cooking=0.5,sport=0.5", "cooking=0.5 alone", "sport=0.5 alone"]
     assert all(set(row) == {"pretraining", "cooking", "sport"} for row in result["table"].values())
     assert all(0 < row[d]["val_loss"] < 20 for row in result["table"].values() for d in row)
     assert set(result["switching_seconds"]) == {"swap_in_memory", "load_adapter_directory", "load_merged_model"}

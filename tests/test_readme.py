@@ -1,4 +1,5 @@
-"""The README's quickstart is what CI runs, so the two cannot drift apart."""
+"""The README's quickstart is what CI runs, the code map in docs/ names every Python file, and the README
+and its chapters link each other, so none of them can drift from the repository."""
 
 import re
 
@@ -34,16 +35,36 @@ def test_requirements_pin_the_cpu_torch_build():
 
 
 def file_map_paths() -> set[str]:
-    readme = (REPO / "README.md").read_text(encoding="utf-8")
-    section = readme[readme.index("## 5. How the code is laid out"):readme.index("## 6.")]
+    code_map = (REPO / "docs" / "code_map.md").read_text(encoding="utf-8")
+    section = code_map[code_map.index("## Every file"):]
     blocks = re.findall(r"```\n(.*?)```", section, re.S)
     first_words = [line.split()[0] for block in blocks for line in block.splitlines() if line.strip()]
     return {word for word in first_words if word.endswith(".py")}
 
 
-def test_the_readme_file_map_lists_every_python_file_and_nothing_that_is_gone():
-    listed = {path for path in file_map_paths() if path.endswith(".py")}
-    actual = {str(p.relative_to(REPO)) for folder in ("lora", "minigpt", "experiment", "experiment/training", "experiment/comparison", "experiment/studies", "experiment/serving", "tests", "coursework", "coursework/gallery") for p in (REPO / folder).glob("*.py")
-              if p.name != "__init__.py"} | {p.name for p in REPO.glob("*.py")}
-    assert actual - listed == set(), "files missing from the README's file map"
-    assert listed - actual - {"data/make_corpora.py"} == set(), "the README's file map names files that do not exist"
+def test_the_code_map_lists_every_python_file_and_nothing_that_is_gone():
+    listed = file_map_paths()
+    actual = ({str(p.relative_to(REPO)) for p in (REPO / "experiment").rglob("*.py")}
+              | {str(p.relative_to(REPO)) for folder in ("lora", "minigpt", "tests", "coursework", "coursework/gallery")
+                 for p in (REPO / folder).glob("*.py")}
+              | {p.name for p in REPO.glob("*.py")})
+    actual = {path for path in actual if not path.endswith("__init__.py")}
+    assert actual - listed == set(), "files missing from docs/code_map.md"
+    assert listed - actual - {"data/make_corpora.py"} == set(), "docs/code_map.md names files that do not exist"
+
+
+CHAPTERS = sorted(p.name for p in (REPO / "docs").glob("*.md"))
+
+
+def test_the_readme_links_every_chapter_and_every_chapter_links_back():
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    for chapter in CHAPTERS:
+        assert f"](docs/{chapter}" in readme, f"README.md does not link docs/{chapter}"
+        assert "](../README.md)" in (REPO / "docs" / chapter).read_text(encoding="utf-8"), f"docs/{chapter} does not link back"
+
+
+def test_the_readme_stays_a_short_learning_path():
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    assert len(readme.splitlines()) <= 350, "README.md is the front door; move details into a chapter under docs/"
+    for heading in ("The idea", "Worked example", "Glossary", "Where to go next"):
+        assert heading in readme, heading

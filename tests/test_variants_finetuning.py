@@ -8,6 +8,7 @@ import torch
 from conftest import FINETUNE_DATA_FLAGS, assert_one_line_error, run_main, tiny_model
 from experiment.training.adapter import load_adapter, save_adapter
 from experiment.training.methods import merge_lora_model, prepare_lora
+from experiment.training.variants import VARIANTS, variant_config, variant_prefix
 from lora import DoRALinear, LoRAConfig, LoRAError, NF4Linear, apply_lora, lora_layers, lora_state_dict
 from minigpt.checkpoint import model_fingerprint, save_model_dir
 from minigpt.io import UserError
@@ -144,6 +145,22 @@ def test_variant_flag_mistakes_are_one_line_errors(pipeline, flags, fragment, mo
     assert not (tmp_path / "out" / "metrics.json").exists()
 
 
+@pytest.mark.parametrize("changes, expected", [
+    ({}, "LoRA"),
+    ({"loraplus_lr_ratio": 16.0}, "LoRA+ ratio 16"),
+    ({"loraplus_lr_ratio": 4.0}, "LoRA+ ratio 4"),  # any ratio is LoRA+, not only the default 16
+    ({"loraplus_lr_ratio": 2.5, "use_rslora": True}, "rsLoRA + LoRA+ ratio 2.5"),
+    ({"quantize_base": "all", "use_dora": True}, "DoRA + QLoRA"),
+])
+def test_every_variant_setting_is_named_in_the_label(changes, expected):
+    assert variant_prefix(LoRAConfig(**changes).validate()) == expected
+
+
+def test_the_variants_table_prefixes_are_what_their_configs_are_labelled():
+    for name, (_, prefix) in VARIANTS.items():
+        assert variant_prefix(variant_config(LoRAConfig(), name)) == prefix
+
+
 def test_the_variants_run_writes_each_variant_and_compare_reports_it(pipeline):
     metrics = json.loads((pipeline["results"] / "metrics.json").read_text())
     assert list(metrics["variants"]) == ["rslora", "loraplus", "dora", "qlora"]
@@ -153,7 +170,7 @@ def test_the_variants_run_writes_each_variant_and_compare_reports_it(pipeline):
         assert sorted(p.name for p in folder.iterdir()) == ["adapter", "merged"]
     comparison = json.loads((pipeline["results"] / "comparison.json").read_text())
     labels = [v["label"] for v in comparison["variants"].values()]
-    assert labels == ["rsLoRA (Q, K, V, O)", "LoRA+ (Q, K, V, O)", "DoRA (Q, K, V, O)", "QLoRA (Q, K, V, O)"]
+    assert labels == ["rsLoRA (Q, K, V, O)", "LoRA+ ratio 16 (Q, K, V, O)", "DoRA (Q, K, V, O)", "QLoRA (Q, K, V, O)"]
     checks = {name: v["merge_check_max_abs_logit_difference"] for name, v in comparison["variants"].items()}
     assert all(0.0 <= check < 1e-4 for check in checks.values()), checks  # float32 rounding, never a wrong merge (~1)
     quantization = comparison["variants"]["qlora"]["quantization"]

@@ -1,6 +1,8 @@
 """What compare_adapters.py runs: every adapter (and a mix) on every domain, and what switching costs.
 
-* The table: the base, each adapter, and the mix, each evaluated on each
+* The table: the base, each adapter, the equal mix, and each adapter alone at
+  its weight in the mix (the control: what the mix would be if the other
+  adapter added nothing), each evaluated on each
   domain's validation split and probes and on the pretraining corpus. Text is
   tokenized with the union vocabulary; a word the model being measured lacks
   reads as <unk>, in inputs and in targets (what that model on its own would
@@ -96,7 +98,8 @@ def run_adapter_comparison(args, device) -> dict:
     domains = {"pretraining": (args.pretrain_corpus, args.pretrain_probes), **dict(args.domains)}
     mix = {name: 1.0 / len(adapters) for name in adapters}
     models = {"base": {}, **{name: {name: 1.0} for name in adapters},
-              "mix " + ",".join(f"{n}={w:g}" for n, w in mix.items()): mix}
+              "mix " + ",".join(f"{n}={w:g}" for n, w in mix.items()): mix,
+              **{f"{name}={mix[name]:g} alone": {name: mix[name]} for name in adapters}}  # the mix's controls
     table = measure_table(server, domains, models, device)
     spare = AdapterServer.from_base_dir(args.pretrained, device)  # only for timing loads
     switching = time_switching(server, spare, adapters, Path(args.merged), args.repeats, device)

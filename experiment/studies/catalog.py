@@ -8,7 +8,7 @@
 * replay:  pretraining text mixed into every fine-tuning batch (experiment/training/replay.py), 0 / 0.1 / 0.25.
 * intrinsic-rank: the singular values of full fine-tuning's ΔW (experiment/studies/intrinsic_rank.py); no training.
 
-Each grid has a quick form (the default, minutes) and a --full form (the README gives its time).
+Each grid has a quick form (the default, minutes) and a --full form (docs/results.md gives its time).
 """
 
 import json

@@ -1,8 +1,11 @@
 """The intrinsic rank of full fine-tuning: is the update ΔW = W_after - W_before low-rank?
 
 LoRA bets that it is (Hu et al., 2021, section 4.1; section 7 measures it on
-GPT-3). Biderman et al. (2024, section 5) found that full fine-tuning of a 7B
-model learns updates of rank 10 to 100 times higher than typical LoRA ranks.
+GPT-3). Biderman et al. (2024, "LoRA Learns Less and Forgets Less", section 4.6
+of the TMLR version, arXiv:2405.09673v2: "Full finetuning on code and math does
+not learn low-rank perturbations") found, from the singular values of the
+update, that full fine-tuning of a 7B model learns updates whose rank for 90%
+of the variance is 10 to 100 times typical LoRA ranks.
 Here: for every attention and MLP matrix, the singular values of ΔW, the rank
 needed to hold 90% of its energy (sum of squared singular values), and the
 share of that energy a rank-4 truncation keeps; the same for LoRA's merged

@@ -1,5 +1,7 @@
 """The studies' plots (experiments.py): seed spreads, learning-forgetting Pareto fronts, rank and target sweeps,
-singular-value spectra. Error bars always span min to max over seeds; markers are means unless one point per run."""
+singular-value spectra. Error bars span min to max over seeds; markers are means unless one point per run. A plot
+whose points are one seed each says "one seed" in its title and draws no error bars: a zero-width bar would
+suggest a spread of zero where none was measured."""
 
 from experiment.plots import pyplot
 from minigpt.io import atomic_save_figure
@@ -10,24 +12,36 @@ OUTCOMES = (("new_val_loss", "new-domain validation loss (nats/token)\nlearning:
             ("old_probes", "pretraining probes correct (%)\nforgetting: higher is better"))
 
 
-def _errors(summaries: list[dict]) -> list[list[float]]:
-    return [[s["mean"] - s["min"] for s in summaries], [s["max"] - s["mean"] for s in summaries]]
+def _errors(summaries: list[dict], groups: list[dict]) -> list[list[float]] | None:
+    """Min-max error bars around the means, or None (no bars) when every point is a single run."""
+    if all(g["runs"] == 1 for g in groups):
+        return None
+    # max(0, ...): a mean of equal values can land a rounding error outside [min, max]
+    return [[max(0.0, s["mean"] - s["min"]) for s in summaries], [max(0.0, s["max"] - s["mean"]) for s in summaries]]
+
+
+def seeds_caption(groups) -> str:
+    """How many seeds each point is, for a plot title: "one seed per point, ..." or "mean over 3 seeds; ..."."""
+    counts = sorted({g["runs"] for g in groups})
+    if counts == [1]:
+        return "one seed per point, no spread measured"
+    seeds = str(counts[0]) if len(counts) == 1 else f"{counts[0]}-{counts[-1]}"
+    return f"mean over {seeds} seeds; error bars: min-max"
 
 
 def plot_seed_bars(groups: dict, path, what: str = "Every method") -> None:
-    """One panel per outcome, one bar per method: mean over seeds, min-max error bars."""
+    """One panel per outcome, one bar per method: mean over seeds, min-max error bars (none for one seed)."""
     plt = pyplot()
     labels = [g["label"] for g in groups.values()]
     figure, axes = plt.subplots(2, 2, figsize=(10, 7))
     for ax, (key, ylabel) in zip(axes.flat, OUTCOMES):
         summaries = [g[key] for g in groups.values()]
-        ax.bar(range(len(labels)), [s["mean"] for s in summaries], yerr=_errors(summaries), capsize=5,
+        ax.bar(range(len(labels)), [s["mean"] for s in summaries], yerr=_errors(summaries, list(groups.values())), capsize=5,
                color=[f"C{i}" for i in range(len(labels))])
         ax.set_xticks(range(len(labels)), labels, rotation=15, fontsize=8)
         ax.set_ylabel(ylabel, fontsize=8)
         ax.grid(axis="y", alpha=0.3)
-    runs = ", ".join(sorted({str(g["runs"]) for g in groups.values()}))
-    figure.suptitle(f"{what} over {runs} seeds (bars: mean; error bars: min-max)")
+    figure.suptitle(f"{what} ({seeds_caption(groups.values())})")
     figure.tight_layout()
     atomic_save_figure(figure, path)
     plt.close(figure)
@@ -89,7 +103,7 @@ def _convention(group: dict) -> str:
 
 
 def plot_rank(groups: dict, path) -> None:
-    """Outcomes and ‖ΔW‖ against rank, one line per alpha convention, min-max error bars over seeds."""
+    """Outcomes and ‖ΔW‖ against rank, one line per alpha convention, min-max error bars over seeds (none for one seed)."""
     plt = pyplot()
     series: dict[str, list[dict]] = {}
     for group in groups.values():
@@ -105,14 +119,14 @@ def plot_rank(groups: dict, path) -> None:
         for index, (name, members) in enumerate(series.items()):
             members = sorted(members, key=lambda g: g["settings"]["rank"])
             summaries = [g[key] for g in members]
-            ax.errorbar([g["settings"]["rank"] for g in members], [s["mean"] for s in summaries], yerr=_errors(summaries),
+            ax.errorbar([g["settings"]["rank"] for g in members], [s["mean"] for s in summaries], yerr=_errors(summaries, members),
                         marker="o", capsize=4, color=f"C{index}", label=name)
         ax.set_xscale("log", base=2)
         ax.set_xlabel("LoRA rank r (log scale; 64 = full rank for this 64-wide model)", fontsize=8)
         ax.set_ylabel(ylabel, fontsize=8)
         ax.grid(alpha=0.3)
     axes[0, 0].legend(fontsize=8)
-    figure.suptitle("LoRA rank sweep on Q, K, V, O (markers: mean over seeds; bars: min-max)")
+    figure.suptitle(f"LoRA rank sweep on Q, K, V, O ({seeds_caption(groups.values())})")
     figure.tight_layout()
     atomic_save_figure(figure, path)
     plt.close(figure)
@@ -126,13 +140,13 @@ def plot_targets(groups: dict, path) -> None:
     figure, axes = plt.subplots(1, 2, figsize=(12, 4.8))
     for ax, (key, ylabel) in zip(axes, (OUTCOMES[0], OUTCOMES[2])):
         summaries = [g[key] for g in members]
-        ax.bar(range(len(members)), [s["mean"] for s in summaries], yerr=_errors(summaries), capsize=4,
+        ax.bar(range(len(members)), [s["mean"] for s in summaries], yerr=_errors(summaries, members), capsize=4,
                color=[f"C{i % 10}" for i in range(len(members))])
         ax.set_xticks(range(len(members)), names, fontsize=7, rotation=30)
         ax.set_ylabel(ylabel, fontsize=8)
         ax.set_xlabel("LoRA target layers, rank (trainable parameters incl. 3,392 new-row numbers)", fontsize=8)
         ax.grid(axis="y", alpha=0.3)
-    figure.suptitle("Which layers LoRA adapts (bars: mean over seeds; error bars: min-max)")
+    figure.suptitle(f"Which layers LoRA adapts ({seeds_caption(members)})")
     figure.tight_layout()
     atomic_save_figure(figure, path)
     plt.close(figure)

@@ -15,10 +15,10 @@ import torch
 
 from lora import LoRAConfig, NF4Linear
 
-# name: (what changes in LoRAConfig, label prefix)
+# name: (what changes in LoRAConfig, label prefix); the prefix is variant_prefix of that config
 VARIANTS = {
     "rslora": ({"use_rslora": True}, "rsLoRA"),
-    "loraplus": ({"loraplus_lr_ratio": 16.0}, "LoRA+"),  # the ratio Hayou et al. suggest as a default
+    "loraplus": ({"loraplus_lr_ratio": 16.0}, "LoRA+ ratio 16"),  # the ratio Hayou et al. suggest as a default
     "dora": ({"use_dora": True}, "DoRA"),
     "qlora": ({"quantize_base": "targets"}, "QLoRA"),
 }
@@ -30,10 +30,20 @@ def variant_config(config: LoRAConfig, name: str) -> LoRAConfig:
 
 
 def variant_prefix(config: LoRAConfig) -> str:
-    """"LoRA", or the names of the variants a config switches on, e.g. "QLoRA + DoRA"."""
-    names = [prefix for changes, prefix in VARIANTS.values()
-             if all(getattr(config, key) == value for key, value in changes.items())]
-    if config.quantize_base == "all" and "QLoRA" not in names:
+    """"LoRA", or the names of the variants a config switches on, e.g. "LoRA+ ratio 4 + DoRA".
+
+    Every variant is named whatever its setting: a LoRA+ run carries its ratio
+    (any ratio, not only the default 16), QLoRA covers a 4-bit base of the
+    targets or of every linear layer.
+    """
+    names = []
+    if config.use_rslora:
+        names.append("rsLoRA")
+    if config.loraplus_lr_ratio is not None:
+        names.append(f"LoRA+ ratio {config.loraplus_lr_ratio:g}")
+    if config.use_dora:
+        names.append("DoRA")
+    if config.quantize_base != "none":
         names.append("QLoRA")
     return " + ".join(names) if names else "LoRA"
 

@@ -1,0 +1,59 @@
+"""The studies' plots say how many seeds each point is: "one seed" and no error bars for single runs,
+"mean over N seeds" and min-max bars otherwise, so a plot never shows a spread that was not measured."""
+
+import pytest
+from matplotlib.collections import LineCollection
+
+from experiment.studies import study_plots
+
+
+def summary(mean: float, spread: float) -> dict:
+    return {"mean": mean, "min": mean - spread, "max": mean + spread}
+
+
+def group(label: str, runs: int, rank: int = 4, alpha: float = 8.0) -> dict:
+    spread = 0.0 if runs == 1 else 0.1
+    return {"label": label, "runs": runs, "settings": {"rank": rank, "alpha": alpha, "rslora": False},
+            "new_val_loss": summary(2.0, spread), "new_probes": summary(80.0, 5 * spread),
+            "old_val_loss": summary(4.0, spread), "old_probes": summary(8.0, 5 * spread),
+            "delta_norm": summary(30.0, spread), "trainable_parameters": summary(11584, 0.0)}
+
+
+@pytest.fixture
+def saved_figures(monkeypatch):
+    figures = []
+    monkeypatch.setattr(study_plots, "atomic_save_figure", lambda figure, path: figures.append(figure))
+    return figures
+
+
+def draw(kind: str, runs: int, saved_figures):
+    groups = {str(i): group(f"LoRA r={rank}", runs, rank) for i, rank in enumerate((1, 4, 16))}
+    {"seeds": study_plots.plot_seed_bars, "rank": study_plots.plot_rank, "targets": study_plots.plot_targets}[kind](groups, "unused.png")
+    figure = saved_figures[-1]
+    has_error_bars = any(isinstance(c, LineCollection) for ax in figure.axes for c in ax.collections)
+    return figure._suptitle.get_text(), has_error_bars
+
+
+@pytest.mark.parametrize("kind", ["seeds", "rank", "targets"])
+def test_a_one_seed_plot_says_one_seed_and_draws_no_error_bars(kind, saved_figures):
+    title, has_error_bars = draw(kind, 1, saved_figures)
+    assert "one seed" in title and "mean over" not in title and "min-max" not in title
+    assert not has_error_bars
+
+
+def test_a_three_seed_plot_says_mean_over_three_seeds_with_min_max_bars(saved_figures):
+    title, has_error_bars = draw("targets", 3, saved_figures)
+    assert "mean over 3 seeds" in title and "min-max" in title and "one seed" not in title
+    assert has_error_bars
+
+
+def test_the_caption_names_the_seed_count_or_its_range():
+    assert study_plots.seeds_caption([{"runs": 3}, {"runs": 3}]) == "mean over 3 seeds; error bars: min-max"
+    assert study_plots.seeds_caption([{"runs": 1}, {"runs": 3}]) == "mean over 1-3 seeds; error bars: min-max"
+
+
+def test_equal_values_whose_mean_rounds_past_the_max_still_plot(saved_figures):
+    groups = {"0": group("LoRA r=4", 3)}
+    groups["0"]["old_probes"] = {"mean": sum([0.1, 0.1, 0.1]) / 3, "min": 0.1, "max": 0.1}  # 0.10000000000000002
+    study_plots.plot_seed_bars(groups, "unused.png")  # matplotlib refuses negative error bars
+    assert saved_figures
