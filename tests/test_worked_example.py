@@ -18,7 +18,7 @@ from worked_example import ALPHA, A, LEARNING_RATE, R, W, X, Y
 README = Path(__file__).resolve().parent.parent / "README.md"
 START, END = "<!-- worked-example:start -->", "<!-- worked-example:end -->"
 # False while README.md may lack the markers (skip); True makes a README without them fail.
-README_MUST_HAVE_WORKED_EXAMPLE = False
+README_MUST_HAVE_WORKED_EXAMPLE = True
 
 
 def by_hand() -> dict:
