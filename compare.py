@@ -25,8 +25,9 @@ from experiment.comparison.side_by_side import run_comparison
 from experiment.training.data import add_finetune_data_flags
 from experiment.training.methods import USER_ERRORS
 from experiment.comparison.report import print_table
-from minigpt.io import ArgumentParser, add_common_flags, positive_int, run_cli
+from minigpt.io import ArgumentParser, add_common_flags, positive_int, run_cli, whole_number_up_to
 
+MAX_LATENCY_TOKENS, MAX_LATENCY_REPEATS = 4096, 1000
 PROMPTS = ["risotto is made with", "the capital of france is"]  # one new-domain, one pretraining prompt
 
 
@@ -36,8 +37,8 @@ def parse_args():
     parser.add_argument("--results", default="dist/finetuning_results", help="directory written by train_finetune.py (outputs go here too)")
     add_finetune_data_flags(parser)
     parser.add_argument("--prompt", nargs="+", default=PROMPTS, help="prompt for side-by-side generations (one or more, each in quotes)")
-    parser.add_argument("--latency-tokens", type=positive_int, default=32, help="tokens generated per timed run")
-    parser.add_argument("--latency-repeats", type=positive_int, default=15, help="timed runs per model (the median is reported)")
+    parser.add_argument("--latency-tokens", type=whole_number_up_to(MAX_LATENCY_TOKENS, "a bound on the work asked for"), default=32, help="tokens generated per timed run")
+    parser.add_argument("--latency-repeats", type=whole_number_up_to(MAX_LATENCY_REPEATS, "a bound on the work asked for"), default=15, help="timed runs per model (the median is reported)")
     add_common_flags(parser, seed=1337)
     return parser.parse_args()
 

@@ -15,7 +15,7 @@ from experiment.serving.adapter_comparison import markdown, run_adapter_comparis
 from experiment.serving.generation import parse_named_path
 from experiment.training.methods import USER_ERRORS
 from minigpt.device import choose_device
-from minigpt.io import ArgumentParser, UserError, add_common_flags, ensure_writable_dir, positive_int, run_cli
+from minigpt.io import ArgumentParser, UserError, add_common_flags, ensure_writable_dir, positive_int, run_cli, whole_number_up_to
 
 RESULTS = "dist/finetuning_results"
 ADAPTERS = [f"cooking={RESULTS}/lora_adapter", f"sport={RESULTS}/adapters/sport"]
@@ -30,7 +30,7 @@ def parse_args():
     parser.add_argument("--pretrain-corpus", default="data/pretrain.txt", help="pretraining corpus (forgetting)")
     parser.add_argument("--pretrain-probes", default="data/pretrain_probes.json", help="pretraining probes (forgetting)")
     parser.add_argument("--merged", default=f"{RESULTS}/lora_merged", help="a merged model directory, for the load-time comparison")
-    parser.add_argument("--repeats", type=positive_int, default=15, help="timed repetitions of each operation (medians reported)")
+    parser.add_argument("--repeats", type=whole_number_up_to(1000, "a bound on the work asked for"), default=15, help="timed repetitions of each operation (medians reported)")
     parser.add_argument("--out", default=RESULTS, help="where adapters_comparison.md and .json go")
     add_common_flags(parser, seed=1337)
     return parser.parse_args()

@@ -414,6 +414,16 @@ def positive_int(text: str) -> int:
     return value
 
 
+def whole_number_up_to(limit: int, why: str) -> Callable[[str], int]:
+    """An argparse type: a whole number from 1 to `limit`; `why` says what the limit protects (work the user asked for)."""
+    def parse(text: str) -> int:
+        value = positive_int(text)
+        if value > limit:
+            raise argparse.ArgumentTypeError(f"must be at most {limit:,} ({why}), got {value:,}")
+        return value
+    return parse
+
+
 def positive_float(text: str) -> float:
     value = _number(text, float)
     if not math.isfinite(value):
@@ -437,6 +447,9 @@ def seed_value(text: str) -> int:
     return value
 
 
+MAX_THREADS = 256
+
+
 def apply_threads(threads: int | None) -> None:
     """--threads: how many CPU threads torch uses (None keeps torch's own choice)."""
     if threads is not None:
@@ -456,5 +469,5 @@ def add_common_flags(parser: argparse.ArgumentParser, seed: int, threads: int | 
     parser.add_argument("--device", default="auto", help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N or mps")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar (for logs and tests)")
     chosen = "" if threads is not None else f" (default: torch's choice, {torch.get_num_threads()} here)"
-    parser.add_argument("--threads", type=positive_int, default=threads,
+    parser.add_argument("--threads", type=whole_number_up_to(MAX_THREADS, "more threads than cores only adds waiting"), default=threads,
                         help=f"CPU threads for torch{chosen}; use 1 on a machine shared with other busy processes")
