@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from minigpt.io import UserError, read_text_file
+from minigpt.io import UserError, parse_json, read_text_file
 from minigpt.tokenizer import WordTokenizer, split_words
 
 
@@ -49,7 +49,7 @@ def load_probes(path: str | Path) -> list[dict]:
     """A JSON list of {"prompt": ..., "answer": ...}; a UserError if missing or malformed."""
     text = read_text_file(path, "probe file", "pass an existing probe file (see --help)")
     try:
-        probes = json.loads(text)
+        probes = parse_json(text)
         if not isinstance(probes, list) or not probes:
             raise ValueError("expected a non-empty JSON list")
         for probe in probes:

@@ -9,15 +9,17 @@ half-written file or directory where a good one used to be.
 import argparse
 import ctypes
 import errno
+import json
 import math
 import os
 import pickle
+import re
 import secrets
 import shutil
 import signal
 import sys
-import tempfile
 import time
+import zipfile
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Iterator
@@ -67,9 +69,24 @@ def check_input_file(path: str | Path, what: str, fix: str = "") -> Path:
     return path
 
 
-def read_text_file(path: str | Path, what: str, fix: str = "") -> str:
+MAX_TEXT_BYTES = 256 * 2**20  # a text file read whole: a corpus far larger than this would not fit the tokenizer's lists
+MAX_JSON_BYTES = 64 * 2**20  # the project's JSON files are kilobytes; the study cache and metrics files stay under a megabyte
+MAX_TENSOR_BYTES = 4 * 2**30  # a weights file; torch.load reads it whole
+MAX_JSON_DEPTH = 32  # the deepest JSON the project writes nests 4 levels
+
+
+def check_file_size(path: Path, what: str, max_bytes: int) -> None:
+    """A UserError before a file that would not fit is read whole (a 20 GB file named by mistake)."""
+    size = path.stat().st_size
+    if size > max_bytes:
+        raise UserError(f"{what} {path} is {size / 2**20:,.0f} MiB, more than the {max_bytes / 2**20:,.0f} MiB "
+                        "this project reads whole; is it the right file?")
+
+
+def read_text_file(path: str | Path, what: str, fix: str = "", max_bytes: int = MAX_TEXT_BYTES) -> str:
     """The UTF-8 text of an input file, or a UserError naming the file and the fix."""
     path = check_input_file(path, what, fix)
+    check_file_size(path, what, max_bytes)
     raw = path.read_bytes()
     try:
         return raw.decode("utf-8")
@@ -79,9 +96,53 @@ def read_text_file(path: str | Path, what: str, fix: str = "") -> str:
         ) from None
 
 
+def parse_json(text: str):
+    """json.loads with a bound on nesting: a ValueError (which callers turn into one line) for anything deeper.
+
+    Python's json parser recurses once per level, so thousands of nested brackets raise RecursionError; and a
+    value nested deeper than anything the project writes cannot be one of its files anyway.
+    """
+    try:
+        value = json.loads(text)
+    except RecursionError:
+        raise ValueError(f"JSON nested deeper than {MAX_JSON_DEPTH} levels") from None
+    stack = [(value, 1)]  # depth measured without recursion
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, (dict, list)):
+            if depth > MAX_JSON_DEPTH:
+                raise ValueError(f"JSON nested deeper than {MAX_JSON_DEPTH} levels")
+            stack.extend((child, depth + 1) for child in (item.values() if isinstance(item, dict) else item))
+    return value
+
+
+def read_json_file(path: str | Path, what: str, fix: str = ""):
+    """A JSON file's value, size-checked before it is read; a ValueError if it is not JSON or nests too deep."""
+    return parse_json(read_text_file(path, what, fix, max_bytes=MAX_JSON_BYTES))
+
+
+def check_zip_checksums(path: Path) -> None:
+    """A UserError if a torch file (a zip archive) has a record whose bytes fail their CRC-32.
+
+    torch.save stores a CRC-32 of every record, but torch.load does not check it, so flipped bytes inside
+    the weights load silently as other numbers; Python's zipfile checks them.
+    """
+    try:
+        if not zipfile.is_zipfile(path):
+            return  # torch's legacy format, or not a torch file: torch.load says what it is
+        with zipfile.ZipFile(path) as archive:
+            damaged = archive.testzip()
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError) as error:
+        raise UserError(f"{path} is corrupted ({error}); re-run the script that writes it") from None
+    if damaged is not None:
+        raise UserError(f"{path} is corrupted ({damaged} fails its checksum: bytes were changed); re-run the script that writes it")
+
+
 def load_tensor_file(path: str | Path, what: str) -> dict:
     """torch.load with weights_only=True, turning every failure into one clear line."""
     path = check_input_file(path, f"{what} file")
+    check_file_size(path, f"{what} file", MAX_TENSOR_BYTES)
+    check_zip_checksums(path)
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
@@ -130,9 +191,12 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     """
     path = Path(path)
     ensure_writable_dir(path.parent)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
+    recover_directory(path)  # a temporary left by a killed writer of this same file is deleted (it works for files too)
+    tmp = _temporary_sibling(path, "tmp")  # named with our pid, so the next run knows whether its writer is alive
+    try:
+        os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    except OSError as error:
+        raise UserError(f"cannot write in {path.parent} ({error.strerror}); choose another --out") from None
     try:
         with saving_errors(path):
             yield tmp
@@ -165,6 +229,10 @@ def refuse_foreign_directory(path: str | Path, allowed: set[str], inside: dict[s
     if path.exists() and not path.is_dir():
         raise UserError(f"{path} exists and is not a directory; choose another --out")
     if path.is_dir():
+        remove_stale_temporaries(path)  # the project's own leftovers of killed runs are not the user's files
+        for name in inside or {}:
+            if (path / name).is_dir():
+                remove_stale_temporaries(path / name)
         foreign = sorted(entry.name for entry in path.iterdir() if entry.name not in allowed)
         for name, names in (inside or {}).items():
             if (path / name).is_dir():
@@ -255,6 +323,19 @@ def _writer_alive(sibling: Path) -> bool:
     except PermissionError:
         return True
     return True
+
+
+TEMPORARY_NAME = re.compile(r"^\.(?P<name>.+)\.\d+-[0-9a-f]{8}\.(tmp|old)$")  # _temporary_sibling's names
+
+
+def remove_stale_temporaries(directory: Path) -> None:
+    """Inside `directory`: finish or delete every temporary of this project's naming whose writer is dead."""
+    try:
+        names = {match["name"] for entry in directory.iterdir() if (match := TEMPORARY_NAME.match(entry.name))}
+    except OSError:
+        return
+    for name in names:
+        recover_directory(directory / name)
 
 
 def recover_directory(path: str | Path) -> None:

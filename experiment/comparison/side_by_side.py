@@ -27,7 +27,7 @@ from lora import lora_matrix_savings, merge_lora
 from minigpt.checkpoint import load_model_dir, model_fingerprint, read_run_info
 from minigpt.device import choose_device
 from minigpt.evaluation import complete, note_unknown_prompt_words
-from minigpt.io import UserError, apply_threads, atomic_write_text, read_text_file, recover_directory
+from minigpt.io import UserError, apply_threads, atomic_write_text, read_json_file, recover_directory
 
 RUN_FINETUNE = "run python train_finetune.py first"
 
@@ -41,7 +41,7 @@ def load_everything(args, device):
     if not metrics_file.is_file():
         raise UserError(f"{metrics_file} does not exist; {RUN_FINETUNE}")
     try:
-        metrics = json.loads(read_text_file(metrics_file, "metrics file"))
+        metrics = read_json_file(metrics_file, "metrics file")
         missing = [name for name in METHODS if name not in metrics["methods"]]
         if missing:
             raise UserError(f"{metrics_file} has no results for {', '.join(missing)}; run python train_finetune.py --method all")

@@ -24,7 +24,7 @@ import torch
 
 from experiment.training.adapter import EMBEDDING_WEIGHTS, LORA_CONFIG, LORA_WEIGHTS, TOKENIZER, read_adapter_config
 from lora import LoRAConfig, LoRAError, load_lora_weights
-from minigpt.io import UserError, load_tensor_file, read_text_file, write_directory_atomically
+from minigpt.io import UserError, load_tensor_file, read_json_file, read_text_file, write_directory_atomically
 from minigpt.tokenizer import WordTokenizer
 
 PEFT_CONFIG, PEFT_SAFETENSORS, PEFT_BIN = "adapter_config.json", "adapter_model.safetensors", "adapter_model.bin"
@@ -107,8 +107,8 @@ def import_peft(peft_dir, out_dir) -> Path:
     peft_dir = Path(peft_dir)
     redo = "export it again with python peft_convert.py to-peft"
     try:
-        settings = json.loads(read_text_file(peft_dir / PEFT_CONFIG, "PEFT config", redo))
-        info = json.loads(read_text_file(peft_dir / MINIGPT_INFO, "MiniGPT adapter info", redo))
+        settings = read_json_file(peft_dir / PEFT_CONFIG, "PEFT config", redo)
+        info = read_json_file(peft_dir / MINIGPT_INFO, "MiniGPT adapter info", redo)
         if settings.get("peft_type") != "LORA":
             raise ValueError(f"peft_type is {settings.get('peft_type')!r}, only LORA is supported")
         unsupported = [k for k in ("use_dora", "fan_in_fan_out") if settings.get(k)]

@@ -21,7 +21,7 @@ import torch
 from experiment.training.new_token_rows import SplitEmbedding, split_new_token_rows
 from lora import LoRAConfig, LoRAError, apply_lora, load_lora_state_dict, load_lora_weights, save_lora_weights
 from minigpt.checkpoint import RUN_FILE, load_model_dir, model_fingerprint
-from minigpt.io import UserError, load_tensor_file, read_text_file, recover_directory, write_directory_atomically
+from minigpt.io import UserError, load_tensor_file, read_json_file, recover_directory, write_directory_atomically
 from minigpt.tokenizer import WordTokenizer
 
 LORA_WEIGHTS, EMBEDDING_WEIGHTS, LORA_CONFIG, TOKENIZER = "lora_weights.pt", "embedding_weights.pt", "lora_config.json", "tokenizer.json"
@@ -65,7 +65,7 @@ def read_adapter_config(path) -> dict:
         if not (path / name).is_file():
             raise UserError(f"adapter directory {path} is missing {name}; {RERUN}")
     try:
-        settings = json.loads(read_text_file(path / LORA_CONFIG, "adapter config"))
+        settings = read_json_file(path / LORA_CONFIG, "adapter config")
         LoRAConfig.from_dict(settings)
         if not isinstance(settings.get("base_model_fingerprint"), str):
             raise ValueError("base_model_fingerprint must be a string")

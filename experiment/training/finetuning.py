@@ -31,10 +31,11 @@ from lora import LoRAConfig, apply_lora, count_parameters, lora_matrix_savings, 
 from lora.config import DEFAULT_TARGETS
 from minigpt.checkpoint import RUN_FILE, load_model_dir, model_fingerprint, save_model_dir
 from minigpt.device import choose_device
-from minigpt.io import (UserError, apply_threads, atomic_write_text, ensure_writable_dir, new_run_id, refuse_foreign_directory,
-                        require_number, write_directory_atomically)
+from minigpt.io import (UserError, apply_threads, atomic_write_text, ensure_writable_dir, new_run_id, read_json_file,
+                        refuse_foreign_directory, require_number, write_directory_atomically)
 from minigpt.training import TrainConfig, train
 
+MAX_ADAPTER_NAME = 64  # "<name>.metrics.json" must fit a file name (255 bytes on most file systems)
 # What a results folder may hold: this script's artifacts and compare.py's outputs. Anything else is the user's.
 ARTIFACT_DIRECTORIES = {"full": ["full_finetune"], "freeze": ["layer_freezing"], "lora": ["lora_adapter", "lora_merged"],
                         **{variant: [f"variants/{variant}"] for variant in VARIANTS}}  # each holds adapter/ and merged/
@@ -151,6 +152,9 @@ def run_finetuning(args) -> tuple[dict, dict, Path]:
     if adapter_name is not None and (args.method != "lora" or not adapter_name.isidentifier()):
         raise UserError(f"--adapter-name {adapter_name!r} needs --method lora and a name of letters, digits and underscores, "
                         "e.g. --method lora --adapter-name sport")
+    if adapter_name is not None and len(adapter_name) > MAX_ADAPTER_NAME:  # it becomes file names: refused before training
+        raise UserError(f"--adapter-name is {len(adapter_name)} characters long; use at most {MAX_ADAPTER_NAME}, e.g. sport")
+    base.config.check_memory(training=True, batch_size=args.batch_size)  # weights, optimizer and activations, before training
     lora_config = lora_config_from_args(args)
     variants = {v: variant_config(lora_config, v) for v in VARIANTS} if args.method == "variants" else {}
     for config in [lora_config, *variants.values()] if "lora" in names or variants else []:
@@ -209,7 +213,7 @@ def write_results(out: Path, metrics: dict, save_trained) -> None:
     previous = out / "metrics.json"
     if previous.is_file():
         try:
-            earlier = json.loads(previous.read_text(encoding="utf-8"))
+            earlier = read_json_file(previous, "metrics file")
             comparable = earlier["base_fingerprint"] == metrics["base_fingerprint"] and all(
                 earlier["settings"][key] == metrics["settings"][key] for key in SHARED_SETTINGS)
             for section, names in sections.items():
@@ -224,7 +228,7 @@ def write_results(out: Path, metrics: dict, save_trained) -> None:
                 if dropped:
                     print(f"note: earlier results for {', '.join(dropped)} in {previous} used other settings and are dropped")
                 kept = {section: {} for section in sections}
-        except (ValueError, KeyError, TypeError, AttributeError):
+        except (ValueError, KeyError, TypeError, AttributeError, UserError):
             kept = {section: {} for section in sections}  # an unreadable earlier file, or one whose artifacts are gone
     for section, names in sections.items():
         merged = {**kept[section], **metrics[section]}

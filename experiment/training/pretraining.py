@@ -42,6 +42,7 @@ def run_pretraining(args) -> dict:
         vocab_size=tokenizer.vocab_size, block_size=args.block_size, n_layer=args.n_layer,
         n_head=args.n_head, n_embd=args.n_embd, dropout=args.dropout,
     ).validate(training=True)
+    config.check_memory(training=True, batch_size=args.batch_size)  # the activations too: --batch-size 2000000 is one line
     splits = make_splits(text, tokenizer, config.block_size, source=args.corpus)
     check_probe_answers(probes, tokenizer, probes_file, args.corpus)
     if probes_note:
