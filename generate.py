@@ -39,7 +39,9 @@ def parse_args():
     parser.add_argument("--adapter", action="append", default=[], metavar="NAME=DIR", help="an adapter directory to load under NAME (repeatable)")
     parser.add_argument("--merged", action="append", default=[], metavar="NAME=DIR", help="a (merged) model directory to load under NAME (repeatable)")
     parser.add_argument("--mix", action="append", default=[], metavar="NAME=W,NAME=W", help="also show this weighted mix of adapters (repeatable)")
-    parser.add_argument("--prompt", nargs="+", default=PROMPTS, help="one or more prompts, each in quotes")
+    parser.add_argument("--prompt", nargs="+", default=None, help="one or more prompts, each in quotes (default: "
+                        f"{', '.join(repr(p) for p in PROMPTS)}, or for a base whose vocabulary lacks their words, the opening "
+                        "words of its own corpus's validation text)")
     parser.add_argument("--max-new-tokens", type=whole_number_up_to(MAX_NEW_TOKENS, "a bound on the work asked for"), default=20, help="tokens generated per prompt (stops early at end of text)")
     parser.add_argument("--temperature", type=non_negative_float, default=0.0, help="0 is greedy decoding; above 0 samples")
     parser.add_argument("--top-k", type=positive_int, default=None, help="sample only from the k most likely tokens (default: all)")
@@ -50,7 +52,7 @@ def parse_args():
 
 
 def main() -> None:
-    run_generation(parse_args())
+    run_generation(parse_args(), PROMPTS)
 
 
 if __name__ == "__main__":

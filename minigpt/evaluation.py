@@ -88,6 +88,15 @@ def probe_accuracy(model, tokenizer: WordTokenizer, probes: list[dict], device) 
     return accuracy, results
 
 
+def prompts_for(tokenizer: WordTokenizer, defaults: list[str], documents: list[str], count: int = 2, words: int = 5) -> list[str]:
+    """`defaults` if the tokenizer knows all their words, else the opening words of the first `count` documents
+    (a user's own validation text): the toy prompts would read as <unk> on another corpus."""
+    if not any(tokenizer.unknown_words(prompt) for prompt in defaults):
+        return list(defaults)
+    openings = [" ".join(split_words(document)[:words]) for document in documents if split_words(document)]
+    return openings[:count] or list(defaults)
+
+
 def note_unknown_prompt_words(tokenizer: WordTokenizer, prompts: list[str]) -> str:
     """A note naming the prompt words that will be read as <unk>, or "" if there are none."""
     unknown = [word for prompt in prompts for word in tokenizer.unknown_words(prompt)]

@@ -17,6 +17,7 @@ import re
 import secrets
 import shutil
 import signal
+import socket
 import sys
 import time
 import zipfile
@@ -262,6 +263,8 @@ def write_directory_atomically(path: str | Path, write_files: Callable[[Path], N
     a power loss the same holds, as far as the file system honours fsync.
     """
     path = Path(path)
+    if path.is_symlink():  # a symlinked --out: the swap happens at its target, the link stays a link
+        path = Path(os.path.realpath(path))
     ensure_writable_dir(path.parent)
     recover_directory(path)
     tmp = _temporary_sibling(path, "tmp")
@@ -283,6 +286,64 @@ def write_directory_atomically(path: str | Path, write_files: Callable[[Path], N
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
     return path
+
+
+@contextmanager
+def output_lock(path: str | Path) -> Iterator[None]:
+    """Hold `.<name>.lock` beside the output `path` while a run writes it: a second run on the same --out is refused.
+
+    Two runs writing one results folder would each swap in their own set and one run's models would be
+    silently dropped. The lock file names its holder (pid, host, start time); a lock whose process has
+    died on this host (kill -9, power loss) is taken over, so a crash never blocks the next run.
+    """
+    path = Path(os.path.realpath(path))  # a symlinked --out and its target share one lock
+    ensure_writable_dir(path.parent)
+    lock = path.parent / f".{path.name}.lock"
+    holder = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
+    for _ in range(3):
+        try:
+            fd = os.open(lock, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        except FileExistsError:
+            other = _read_lock(lock)
+            if other is not None and other.get("host") == holder["host"] and not _pid_alive(other.get("pid")):
+                lock.unlink(missing_ok=True)  # its writer died: take the lock over
+                continue
+            who = (f"pid {other.get('pid')} on {other.get('host')}, started {other.get('started')}" if other
+                   else "a run whose lock file is unreadable")
+            raise UserError(f"{path} is being written by another run ({who}); wait for it to finish or choose another --out "
+                            f"(if that run is gone, delete {lock})") from None
+        except OSError as error:
+            raise UserError(f"cannot create the lock file {lock} ({error.strerror}); choose another --out") from None
+        with os.fdopen(fd, "w", encoding="utf-8") as file:
+            file.write(json.dumps(holder) + "\n")
+        break
+    else:
+        raise UserError(f"could not take the lock {lock}; another run keeps taking it; try again")
+    try:
+        yield
+    finally:
+        if (_read_lock(lock) or {}).get("pid") == holder["pid"]:
+            lock.unlink(missing_ok=True)
+
+
+def _read_lock(lock: Path) -> dict | None:
+    try:
+        value = parse_json(lock.read_text(encoding="utf-8")[:4096])
+        return value if isinstance(value, dict) else None
+    except (OSError, ValueError):
+        return None
+
+
+def _pid_alive(pid) -> bool:
+    if isinstance(pid, bool) or not isinstance(pid, int) or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError):
+        return True
+    return True
 
 
 @contextmanager
@@ -355,6 +416,10 @@ def recover_directory(path: str | Path) -> None:
         siblings = [p for p in parent.iterdir() if p.name.startswith(prefix) and p.name.endswith((".old", ".tmp"))]
     except OSError:
         return
+    lock = parent / f".{path.name}.lock"
+    holder = _read_lock(lock) if lock.is_file() else None
+    if holder is not None and holder.get("host") == socket.gethostname() and not _pid_alive(holder.get("pid")):
+        lock.unlink(missing_ok=True)  # output_lock's file of a run that was killed
     siblings = [p for p in siblings if not _writer_alive(p)]
     olds = sorted((p for p in siblings if p.name.endswith(".old")), key=lambda p: p.stat().st_mtime)
     if olds and not os.path.lexists(path):
@@ -531,10 +596,33 @@ def seed_value(text: str) -> int:
 MAX_THREADS = 256
 
 
+def machine_load() -> float:
+    """How many processes want a core now: the larger of the 1-minute load average and the processes running at
+    this instant (less this one); the average lags a minute behind, the instant count is noisy, together they catch both."""
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
+    try:
+        with open("/proc/stat", encoding="ascii") as stat:
+            running = next((int(line.split()[1]) for line in stat if line.startswith("procs_running")), 0)
+        load = max(load, running - 1)
+    except (OSError, ValueError, IndexError):
+        pass
+    return load
+
+
 def apply_threads(threads: int | None) -> None:
-    """--threads: how many CPU threads torch uses (None keeps torch's own choice)."""
+    """--threads: how many CPU threads torch uses. None: torch's own choice (one per core, or OMP_NUM_THREADS),
+    except on a busy machine, where one thread (docs/threads.md has the measurements behind this rule)."""
     if threads is not None:
         torch.set_num_threads(threads)
+        return
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    if "OMP_NUM_THREADS" in os.environ or cores == 1:
+        return  # the user (or a test) chose already
+    load = machine_load()
+    if load >= cores:
+        torch.set_num_threads(1)
+        print(f"note: this machine is busy (load {load:.1f} on {cores} cores), so torch uses 1 thread; --threads sets it",
+              flush=True)
 
 
 def require_number(value, what: str, integer: bool = False):
@@ -549,6 +637,6 @@ def add_common_flags(parser: argparse.ArgumentParser, seed: int, threads: int | 
     parser.add_argument("--seed", type=seed_value, default=seed, help="random seed: the same seed on the same machine gives the same losses")
     parser.add_argument("--device", default="auto", help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N or mps")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar (for logs and tests)")
-    chosen = "" if threads is not None else f" (default: torch's choice, {torch.get_num_threads()} here)"
+    chosen = "" if threads is not None else f" (default: torch's choice, {torch.get_num_threads()} here, or 1 when the load reaches the core count)"
     parser.add_argument("--threads", type=whole_number_up_to(MAX_THREADS, "more threads than cores only adds waiting"), default=threads,
                         help=f"CPU threads for torch{chosen}; use 1 on a machine shared with other busy processes")

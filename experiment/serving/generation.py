@@ -23,7 +23,9 @@ from experiment.serving.server import AdapterServer
 from experiment.training.adapter import load_adapter, read_adapter_config
 from lora import LoRAConfig, LoRAError
 from lora.multi_adapter import check_mixable
-from minigpt.checkpoint import load_model_dir
+from minigpt.checkpoint import load_model_dir, read_run_info
+from minigpt.data import read_corpus, split_documents, split_train_val
+from minigpt.evaluation import prompts_for
 from minigpt.device import choose_device
 from minigpt.io import UserError
 from minigpt.tokenizer import split_words
@@ -202,7 +204,17 @@ def interactive(choice: ModelChoice, args) -> None:
             print(f"error: {error}", file=sys.stderr)
 
 
-def run_generation(args) -> None:
+def own_text_prompts(choice: ModelChoice, pretrained, defaults: list[str]) -> list[str]:
+    """`defaults` if the loaded models know their words, else openings of the base's own validation documents
+    (the corpus its run.json records): a user's own corpus gets prompts in its own words, not <unk>."""
+    recorded = (read_run_info(pretrained) or {}).get("corpus")
+    documents = []
+    if isinstance(recorded, dict) and isinstance(recorded.get("path"), str) and Path(recorded["path"]).is_file():
+        documents = split_train_val(split_documents(read_corpus(recorded["path"])))[1]
+    return prompts_for(choice.server.tokenizer, defaults, documents, count=3)
+
+
+def run_generation(args, default_prompts: list[str] = ()) -> None:
     adapters = [parse_named_path(text, "--adapter") for text in args.adapter]
     merged = [parse_named_path(text, "--merged") for text in args.merged]
     mixes = [text.strip() for text in args.mix]
@@ -212,4 +224,5 @@ def run_generation(args) -> None:
     if args.interactive:
         interactive(choice, args)
     else:
-        side_by_side(choice, args.prompt, mixes, args)
+        prompts = args.prompt or own_text_prompts(choice, args.pretrained, list(default_prompts))
+        side_by_side(choice, prompts, mixes, args)

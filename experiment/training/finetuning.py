@@ -20,7 +20,7 @@ from pathlib import Path
 import torch.nn as nn
 
 from experiment.training.adapter import ADAPTER_FILES, save_adapter
-from experiment.training.data import prepare_finetune_data, resolve_data_paths
+from experiment.training.data import corpus_record, prepare_finetune_data, resolve_data_paths
 from experiment.training.methods import (METHODS, check_train_last_k, grow_vocabulary, lora_label, merge_lora_model, prepare_full,
                                 prepare_layer_freezing, prepare_lora, prepare_new_rows)
 from experiment.training.new_token_rows import join_new_token_rows
@@ -99,7 +99,8 @@ def finetune_one(method, base, data, args, lora_config, device):
                          weight_decay=config.weight_decay)
     replay = getattr(args, "replay", 0.0)  # share of each batch drawn from the pretraining corpus (experiment/training/replay.py)
     draw_batch = replay_batch_drawer(data, args.pretrain_corpus, replay, model.config.block_size, config.batch_size) if replay else None
-    result = train(model, data.splits.train, data.splits.val, config, device, label, not args.no_progress, groups, draw_batch)
+    result = train(model, data.splits.train, data.splits.val, config, device, label, not args.no_progress, groups, draw_batch,
+                   keep_best=getattr(args, "keep_best", False))
     record = {"method": method.name, "label": label, "lr": config.lr, "steps": config.steps, "replay": replay,
               "batch_size": config.batch_size, "parameters": counts, "breakdown": parameter_breakdown(model),
               **details, **result.to_dict(), "after": data.suite.measure(model, data.tokenizer, device)}
@@ -190,6 +191,7 @@ def run_finetuning(args) -> tuple[dict, dict, Path]:
 
     metrics = {
         "run_id": run_id, "settings": {k: v for k, v in vars(args).items()}, "device": str(device),
+        "data_corpus": corpus_record(args.data),  # compare.py's default --data: this corpus, checked by its SHA-256
         "base_vocab_size": base_tokenizer.vocab_size, "vocab_size": data.tokenizer.vocab_size,
         "new_words": data.new_words, "base_fingerprint": base_fingerprint, "before": before,
         "methods": records, "variants": variant_records,

@@ -57,7 +57,8 @@ def run_pretraining(args) -> dict:
     train_config = TrainConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr,
                                warmup_steps=min(TrainConfig.warmup_steps, max(1, args.steps // 10)),
                                eval_interval=args.eval_interval, seed=args.seed)
-    result = train(model, splits.train, splits.val, train_config, device, "pretraining", not args.no_progress)
+    result = train(model, splits.train, splits.val, train_config, device, "pretraining", not args.no_progress,
+                   keep_best=getattr(args, "keep_best", False))
 
     # Final figures: exact losses over the whole streams, not the sampled estimates.
     train_loss = stream_loss(model, splits.train, device)
