@@ -9,6 +9,11 @@ against loading a merged model from disk, and times generation with and
 without the key/value cache. Writes adapters_comparison.md and .json.
 """
 
+import os
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads: idle OpenMP threads sleep instead of spinning, which
+# keeps 2 threads fast on a busy machine and changes no result (docs/threads.md)
+
 import time
 
 from experiment.serving.adapter_comparison import markdown, recorded_adapters, run_adapter_comparison

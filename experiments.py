@@ -10,6 +10,11 @@ a finished study re-plots in seconds. Each study writes results.json,
 results.md and its plots to dist/experiments/<study>/.
 """
 
+import os
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads: idle OpenMP threads sleep instead of spinning, which
+# keeps 2 threads fast on a busy machine and changes no result (docs/threads.md)
+
 import time
 
 from experiment.training.data import add_finetune_data_flags

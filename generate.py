@@ -11,6 +11,11 @@ uses a key/value cache (--no-cache turns it off). In --interactive mode type
 prompts, and :use NAME, :none (the base), :mix NAME=W,NAME=W, :list or :quit.
 """
 
+import os
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads: idle OpenMP threads sleep instead of spinning, which
+# keeps 2 threads fast on a busy machine and changes no result (docs/threads.md)
+
 import argparse
 
 from experiment.serving.generation import run_generation

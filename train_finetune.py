@@ -14,6 +14,9 @@ import os
 import signal
 import sys
 
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads: idle OpenMP threads sleep instead of spinning, which
+# keeps 2 threads fast on a busy machine and changes no result (docs/threads.md)
+
 # Ctrl-C while torch is still loading: one line, not a KeyboardInterrupt traceback (run_cli takes over once main starts).
 # os._exit, not sys.exit: a SystemExit raised inside an import can be swallowed; nothing is written yet, so nothing to clean up.
 signal.signal(signal.SIGINT, lambda *_: (print("interrupted during start-up; nothing was written", file=sys.stderr, flush=True),
@@ -57,7 +60,8 @@ def parse_args():
     parser.add_argument("--init", choices=A_INITS, default="kaiming", help="initialisation of LoRA's A matrix")
     add_variant_flags(parser)
     parser.add_argument("--adapter-name", default=None,
-                        help="with --method lora: save the adapter as OUT/adapters/NAME/ and the merged model as OUT/merged/NAME/, "
+                        help="with --method lora: save the adapter as OUT/adapters/NAME/, with its merged model (merged/) and figures "
+                        "(metrics.json) inside it, one directory swapped in at once, "
                         "leaving lora_adapter/, lora_merged/ and metrics.json alone (default: the cooking layout)")
     parser.add_argument("--keep-best", action="store_true", help="save each method's evaluated weights with the lowest "
                         "new-domain validation loss, not the last ones")

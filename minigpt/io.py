@@ -596,33 +596,14 @@ def seed_value(text: str) -> int:
 MAX_THREADS = 256
 
 
-def machine_load() -> float:
-    """How many processes want a core now: the larger of the 1-minute load average and the processes running at
-    this instant (less this one); the average lags a minute behind, the instant count is noisy, together they catch both."""
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
-    try:
-        with open("/proc/stat", encoding="ascii") as stat:
-            running = next((int(line.split()[1]) for line in stat if line.startswith("procs_running")), 0)
-        load = max(load, running - 1)
-    except (OSError, ValueError, IndexError):
-        pass
-    return load
-
-
 def apply_threads(threads: int | None) -> None:
-    """--threads: how many CPU threads torch uses. None: torch's own choice (one per core, or OMP_NUM_THREADS),
-    except on a busy machine, where one thread (docs/threads.md has the measurements behind this rule)."""
+    """--threads: how many CPU threads torch uses (None keeps torch's own choice: one per core, or OMP_NUM_THREADS).
+
+    The scripts also set OMP_WAIT_POLICY=PASSIVE before torch loads (docs/threads.md has the measurements):
+    on a machine shared with other busy processes, threads that spin while they wait made each step up to
+    seven times slower than one thread; sleeping threads do not, and the results are the same bits."""
     if threads is not None:
         torch.set_num_threads(threads)
-        return
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    if "OMP_NUM_THREADS" in os.environ or cores == 1:
-        return  # the user (or a test) chose already
-    load = machine_load()
-    if load >= cores:
-        torch.set_num_threads(1)
-        print(f"note: this machine is busy (load {load:.1f} on {cores} cores), so torch uses 1 thread; --threads sets it",
-              flush=True)
 
 
 def require_number(value, what: str, integer: bool = False):
@@ -637,6 +618,6 @@ def add_common_flags(parser: argparse.ArgumentParser, seed: int, threads: int | 
     parser.add_argument("--seed", type=seed_value, default=seed, help="random seed: the same seed on the same machine gives the same losses")
     parser.add_argument("--device", default="auto", help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N or mps")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar (for logs and tests)")
-    chosen = "" if threads is not None else f" (default: torch's choice, {torch.get_num_threads()} here, or 1 when the load reaches the core count)"
+    chosen = "" if threads is not None else f" (default: torch's choice, {torch.get_num_threads()} here)"
     parser.add_argument("--threads", type=whole_number_up_to(MAX_THREADS, "more threads than cores only adds waiting"), default=threads,
                         help=f"CPU threads for torch{chosen}; use 1 on a machine shared with other busy processes")

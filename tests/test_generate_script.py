@@ -36,10 +36,12 @@ def adapter_flags(two_adapters):
 def test_a_named_adapter_is_saved_by_name_and_leaves_the_default_results_alone(two_adapters):
     results = two_adapters["results"]
     assert {p.name for p in (results / "adapters" / "sport").iterdir()} == {
-        "lora_weights.pt", "embedding_weights.pt", "lora_config.json", "tokenizer.json", "run.json"}
-    assert (results / "merged" / "sport" / "model.pt").is_file()
+        "lora_weights.pt", "embedding_weights.pt", "lora_config.json", "tokenizer.json", "run.json", "merged", "metrics.json"}
+    assert (results / "adapters" / "sport" / "merged" / "model.pt").is_file()
     assert (results / "metrics.json").read_bytes() == two_adapters["metrics_before"]
-    assert "tennis" in json.loads((results / "adapters" / "sport.metrics.json").read_text())["new_words"]
+    assert "tennis" in json.loads((results / "adapters" / "sport" / "metrics.json").read_text())["new_words"]
+    run_ids = {json.loads((results / "adapters" / "sport" / d / "run.json").read_text())["run_id"] for d in (".", "merged")}
+    assert len(run_ids) == 1  # one run, one directory
 
 
 def test_generate_prints_every_model_side_by_side(two_adapters, monkeypatch, capsys):

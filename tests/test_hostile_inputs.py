@@ -3,6 +3,7 @@
 import json
 import os
 import random
+from pathlib import Path
 
 import pytest
 import torch
@@ -114,3 +115,40 @@ def test_a_tampered_study_cache_is_one_line(tmp_path):
     path.write_bytes(b"\xff\xfe")
     with pytest.raises(UserError, match="not UTF-8"):
         read_cached_run(path)
+
+
+def test_a_second_writer_of_one_out_is_refused_and_told_who_holds_it(tmp_path):
+    from minigpt.io import output_lock
+    with output_lock(tmp_path / "results"):
+        with pytest.raises(UserError, match=f"being written by another run \\(pid {os.getpid()} on "):
+            with output_lock(tmp_path / "results"):
+                pass
+    assert not (tmp_path / ".results.lock").exists()  # released
+
+
+def test_the_lock_of_a_dead_run_is_taken_over(tmp_path):
+    import socket
+    from minigpt.io import output_lock
+    (tmp_path / ".results.lock").write_text(json.dumps({"pid": 2**22 + 4321, "host": socket.gethostname(), "started": "then"}))
+    with output_lock(tmp_path / "results"):
+        assert json.loads((tmp_path / ".results.lock").read_text())["pid"] == os.getpid()
+
+
+def test_a_symlinked_out_is_followed_not_replaced(tmp_path):
+    from minigpt.io import write_directory_atomically
+    (tmp_path / "real").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "real")
+    write_directory_atomically(tmp_path / "link", lambda d: (d / "a.txt").write_text("new"))
+    assert (tmp_path / "link").is_symlink() and (tmp_path / "real" / "a.txt").read_text() == "new"
+
+
+def a_file(directory: Path) -> Path:
+    (directory / "file").write_text("x")
+    return directory / "file"
+
+
+@pytest.mark.parametrize("make_out", [a_file, lambda p: Path("/proc/nope")])
+def test_experiments_out_that_cannot_be_a_directory_is_one_line(tmp_path, monkeypatch, capsys, make_out):
+    from conftest import assert_one_line_error, run_main
+    status, _, err = run_main("experiments", ["seeds", "--out", make_out(tmp_path)], monkeypatch, capsys)
+    assert_one_line_error(status, err, "--out")

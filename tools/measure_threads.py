@@ -18,9 +18,9 @@ The options:
   2 threads passive     --threads 2 with OMP_WAIT_POLICY=PASSIVE: an idle OpenMP
                         thread sleeps instead of spinning while it waits
 
-Each line also records what the project's default (no --threads) would pick
-at that instant: minigpt/io.py's apply_threads uses 1 thread once the load
-(machine_load) reaches the number of cores, else torch's choice.
+Each line also records the 1-minute load average and what an automatic rule
+("1 thread once the load reaches the number of cores") would have picked.
+The scripts' default is 2 threads passive (docs/threads.md says why).
 """
 
 import argparse
@@ -34,7 +34,6 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
-from minigpt.io import machine_load  # noqa: E402
 OPTIONS = {
     "2 threads": (["--threads", "2"], {}),
     "1 thread": (["--threads", "1"], {}),
@@ -108,11 +107,11 @@ def main() -> None:
                 time.sleep(2 if busy else 0)  # let the spinners take their cores
                 for repeat in range(args.repeats):
                     for option in options if repeat % 2 == 0 else options[::-1]:  # A B C D, D C B A, ...
-                        load = machine_load()
+                        load = os.getloadavg()[0]
                         per_step = trial(workers[option], args.steps)
                         seconds.setdefault((busy, option), []).append(per_step)
                         row = {"busy": busy, "option": option, "repeat": repeat, "seconds_per_step": per_step, "load": load,
-                               "default_would_use": 1 if load >= len(os.sched_getaffinity(0)) else "torch's choice",
+                               "auto_rule_would_use": 1 if load >= len(os.sched_getaffinity(0)) else 2,
                                "cores": os.cpu_count(), "steps": args.steps, "time": time.strftime("%Y-%m-%d %H:%M:%S")}
                         log.write(json.dumps(row) + "\n")
                         log.flush()

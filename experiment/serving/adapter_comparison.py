@@ -34,7 +34,7 @@ def recorded_adapters(results) -> dict[str, tuple[Path, str]]:
     found = {}
     candidates = [(results / "lora_adapter", results / "metrics.json", None)]
     if (results / "adapters").is_dir():
-        candidates += [(d, results / "adapters" / f"{d.name}.metrics.json", d.name) for d in sorted((results / "adapters").iterdir())
+        candidates += [(d, d / "metrics.json", d.name) for d in sorted((results / "adapters").iterdir())
                        if d.is_dir() and not d.name.startswith(".")]
     for path, metrics_file, name in candidates:
         if not path.is_dir() or not metrics_file.is_file():

@@ -31,8 +31,11 @@ RERUN = "re-run python train_finetune.py --method lora"
 
 
 def save_adapter(path, model, config: LoRAConfig, tokenizer: WordTokenizer, base_fingerprint: str, base_vocab_size: int,
-                 run_info: dict | None = None):
-    """Write the adapter directory atomically. `model` carries LoRA layers and split embedding rows."""
+                 run_info: dict | None = None, extra_files=None):
+    """Write the adapter directory atomically. `model` carries LoRA layers and split embedding rows.
+
+    `extra_files` ({name: write(path)}) go into the same directory, in the same swap (a named adapter's merged
+    model and metrics: one directory, never a mix of two runs)."""
     if not isinstance(model.token_embedding, SplitEmbedding):
         raise ValueError("expected the new word rows to be split off (split_new_token_rows)")
     new_rows = model.token_embedding.new_rows.detach().cpu().clone()
@@ -52,6 +55,8 @@ def save_adapter(path, model, config: LoRAConfig, tokenizer: WordTokenizer, base
         (directory / TOKENIZER).write_text(tokenizer.to_json(), encoding="utf-8")
         if run_info is not None:  # which run wrote it: compare.py refuses a results folder mixing runs
             (directory / RUN_FILE).write_text(json.dumps(run_info, indent=2) + "\n", encoding="utf-8")
+        for name, write in (extra_files or {}).items():
+            write(directory / name)
 
     return write_directory_atomically(path, write_files)
 

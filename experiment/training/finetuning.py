@@ -31,11 +31,11 @@ from lora import LoRAConfig, apply_lora, count_parameters, lora_matrix_savings, 
 from lora.config import DEFAULT_TARGETS
 from minigpt.checkpoint import RUN_FILE, load_model_dir, model_fingerprint, save_model_dir
 from minigpt.device import choose_device
-from minigpt.io import (UserError, apply_threads, atomic_write_text, ensure_writable_dir, new_run_id, read_json_file,
+from minigpt.io import (UserError, apply_threads, ensure_writable_dir, new_run_id, read_json_file,
                         refuse_foreign_directory, require_number, write_directory_atomically)
 from minigpt.training import TrainConfig, train
 
-MAX_ADAPTER_NAME = 64  # "<name>.metrics.json" must fit a file name (255 bytes on most file systems)
+MAX_ADAPTER_NAME = 64  # adapters/<name>/ and its temporaries (".<name>.<pid>-<hex>.tmp") must fit a file name (255 bytes)
 # What a results folder may hold: this script's artifacts and compare.py's outputs. Anything else is the user's.
 ARTIFACT_DIRECTORIES = {"full": ["full_finetune"], "freeze": ["layer_freezing"], "lora": ["lora_adapter", "lora_merged"],
                         **{variant: [f"variants/{variant}"] for variant in VARIANTS}}  # each holds adapter/ and merged/
@@ -108,16 +108,20 @@ def finetune_one(method, base, data, args, lora_config, device):
 
 
 def save_artifacts(method, model, out, data, base, lora_config, base_fingerprint, run_info: dict,
-                   variant: str | None = None, adapter_name: str | None = None) -> None:
+                   variant: str | None = None, adapter_name: str | None = None, named_metrics: dict | None = None) -> None:
     """Write the method's model (and for LoRA the adapter and the merged model) under `out`, each with run.json.
 
-    A named adapter (--adapter-name) goes to adapters/NAME/ and merged/NAME/ instead, each directory swapped in atomically.
+    A named adapter (--adapter-name) is one directory, adapters/NAME/, swapped in at once: the adapter's files, its
+    merged model in merged/ and the run's figures in metrics.json (`named_metrics`), so a kill or a full disk leaves
+    the old set or the new one, never a mix.
     """
     model = model.cpu()
     if method.name == "lora" and adapter_name is not None:
+        merged = merge_lora_model(model)
+        extra = {"merged": lambda path: save_model_dir(path, merged, data.tokenizer, run_info=run_info),
+                 "metrics.json": lambda path: path.write_text(json.dumps(named_metrics, indent=2) + "\n", encoding="utf-8")}
         save_adapter(out / "adapters" / adapter_name, model, lora_config, data.tokenizer, base_fingerprint,
-                     base.config.vocab_size, run_info)
-        save_model_dir(out / "merged" / adapter_name, merge_lora_model(model), data.tokenizer, run_info=run_info)
+                     base.config.vocab_size, run_info, extra_files=extra)
         return
     if method.name == "lora":
         adapter, merged = ("lora_adapter", "lora_merged") if variant is None else \
@@ -199,8 +203,7 @@ def run_finetuning(args) -> tuple[dict, dict, Path]:
     if adapter_name is not None:  # a named adapter keeps its figures beside it; the default result set is untouched
         info = {"run_id": run_id, "written_by": "train_finetune.py", "method": "lora", "adapter_name": adapter_name}
         save_artifacts(METHODS["lora"], models["lora"], out, data, base, lora_config, base_fingerprint, info,
-                       adapter_name=adapter_name)
-        atomic_write_text(out / "adapters" / f"{adapter_name}.metrics.json", json.dumps(metrics, indent=2) + "\n")
+                       adapter_name=adapter_name, named_metrics=metrics)
     else:
         write_results(out, metrics, save_trained)
     return {**records, **variant_records}, before, out
