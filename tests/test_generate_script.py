@@ -115,3 +115,14 @@ def test_compare_adapters_writes_the_table_and_timings(two_adapters, monkeypatch
     assert all(0 < row[d]["val_loss"] < 20 for row in result["table"].values() for d in row)
     assert set(result["switching_seconds"]) == {"swap_in_memory", "load_adapter_directory", "load_merged_model"}
     assert "ramen" in result["shared_words"]["sport"]
+
+
+def test_compare_adapters_defaults_to_the_adapters_and_corpora_the_results_record(two_adapters, monkeypatch, capsys):
+    results = two_adapters["results"]
+    status, out, err = run_main("compare_adapters", ["--pretrained", two_adapters["pretrained"], "--results", results,
+                                                     "--repeats", "1"], monkeypatch, capsys)
+    assert status == 0, err
+    result = json.loads((results / "adapters_comparison.json").read_text())
+    assert list(result["table"]) == ["base", "cooking", "sport", "mix cooking=0.5,sport=0.5"]  # cooking: lora_adapter's corpus
+    assert set(result["table"]["base"]) == {"pretraining", "cooking", "sport"}
+    assert result["table"]["cooking"]["sport"]["probe_accuracy"] is not None  # probes found beside each recorded corpus
