@@ -126,3 +126,12 @@ def test_compare_adapters_defaults_to_the_adapters_and_corpora_the_results_recor
     assert list(result["table"]) == ["base", "cooking", "sport", "mix cooking=0.5,sport=0.5"]  # cooking: lora_adapter's corpus
     assert set(result["table"]["base"]) == {"pretraining", "cooking", "sport"}
     assert result["table"]["cooking"]["sport"]["probe_accuracy"] is not None  # probes found beside each recorded corpus
+
+
+@pytest.mark.parametrize("variant", ["rslora", "dora", "qlora"])
+def test_generate_serves_each_variant_adapter_of_a_real_run(pipeline, monkeypatch, capsys, variant):
+    adapter = pipeline["results"] / "variants" / variant / "adapter"
+    status, out, err = run_main("generate", ["--pretrained", pipeline["pretrained"], "--adapter", f"v={adapter}",
+                                             "--prompt", "the capital of france is", "--max-new-tokens", "4"], monkeypatch, capsys)
+    assert status == 0, err
+    assert "  v  " in out
