@@ -13,6 +13,9 @@ import os
 import signal
 import sys
 
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads: idle OpenMP threads sleep instead of spinning, which
+# keeps 2 threads fast on a busy machine and changes no result (docs/threads.md)
+
 # Ctrl-C while torch is still loading: one line, not a KeyboardInterrupt traceback (run_cli takes over once main starts).
 # os._exit, not sys.exit: a SystemExit raised inside an import can be swallowed; nothing is written yet, so nothing to clean up.
 signal.signal(signal.SIGINT, lambda *_: (print("interrupted during start-up; nothing was written", file=sys.stderr, flush=True),
@@ -21,23 +24,25 @@ signal.signal(signal.SIGINT, lambda *_: (print("interrupted during start-up; not
 import time
 from pathlib import Path
 
-from experiment.comparison.side_by_side import run_comparison
+from experiment.comparison.side_by_side import DEFAULT_PROMPTS, run_comparison
 from experiment.training.data import add_finetune_data_flags
 from experiment.training.methods import USER_ERRORS
 from experiment.comparison.report import print_table
-from minigpt.io import ArgumentParser, add_common_flags, positive_int, run_cli
+from minigpt.io import ArgumentParser, add_common_flags, output_lock, positive_int, run_cli, whole_number_up_to
 
-PROMPTS = ["risotto is made with", "the capital of france is"]  # one new-domain, one pretraining prompt
+MAX_LATENCY_TOKENS, MAX_LATENCY_REPEATS = 4096, 1000
 
 
 def parse_args():
     parser = ArgumentParser(description="Measure and compare full fine-tuning, layer freezing and LoRA from saved artifacts.")
     parser.add_argument("--pretrained", default="dist/pretrained", help="the base model directory")
     parser.add_argument("--results", default="dist/finetuning_results", help="directory written by train_finetune.py (outputs go here too)")
-    add_finetune_data_flags(parser)
-    parser.add_argument("--prompt", nargs="+", default=PROMPTS, help="prompt for side-by-side generations (one or more, each in quotes)")
-    parser.add_argument("--latency-tokens", type=positive_int, default=32, help="tokens generated per timed run")
-    parser.add_argument("--latency-repeats", type=positive_int, default=15, help="timed runs per model (the median is reported)")
+    add_finetune_data_flags(parser, data_default=None)
+    parser.add_argument("--prompt", nargs="+", default=None, help="prompts for side-by-side generations, each in quotes (default: "
+                        f"{', '.join(repr(p) for p in DEFAULT_PROMPTS)}, or for a corpus without their words, the opening words "
+                        "of its own validation text)")
+    parser.add_argument("--latency-tokens", type=whole_number_up_to(MAX_LATENCY_TOKENS, "a bound on the work asked for"), default=32, help="tokens generated per timed run")
+    parser.add_argument("--latency-repeats", type=whole_number_up_to(MAX_LATENCY_REPEATS, "a bound on the work asked for"), default=15, help="timed runs per model (the median is reported)")
     add_common_flags(parser, seed=1337)
     return parser.parse_args()
 
@@ -45,7 +50,8 @@ def parse_args():
 def main() -> None:
     args = parse_args()
     start = time.perf_counter()
-    comparison = run_comparison(args)
+    with output_lock(args.results):  # it writes into the results folder: not while train_finetune.py swaps it
+        comparison = run_comparison(args)
     print_table(comparison)
     print(f"\nwrote {Path(args.results)}/comparison.md, comparison.json and 5 plots in {time.perf_counter() - start:.1f} s")
 

@@ -9,29 +9,38 @@ against loading a merged model from disk, and times generation with and
 without the key/value cache. Writes adapters_comparison.md and .json.
 """
 
+import os
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads: idle OpenMP threads sleep instead of spinning, which
+# keeps 2 threads fast on a busy machine and changes no result (docs/threads.md)
+
 import time
 
-from experiment.serving.adapter_comparison import markdown, run_adapter_comparison
+from experiment.serving.adapter_comparison import markdown, recorded_adapters, run_adapter_comparison
+from experiment.training.data import default_probes, recorded_pretrain_corpus
 from experiment.serving.generation import parse_named_path
 from experiment.training.methods import USER_ERRORS
 from minigpt.device import choose_device
-from minigpt.io import ArgumentParser, UserError, add_common_flags, ensure_writable_dir, positive_int, run_cli
+from minigpt.io import ArgumentParser, UserError, add_common_flags, ensure_writable_dir, positive_int, run_cli, whole_number_up_to
 
 RESULTS = "dist/finetuning_results"
-ADAPTERS = [f"cooking={RESULTS}/lora_adapter", f"sport={RESULTS}/adapters/sport"]
-DOMAINS = ["cooking=data/cooking.txt:data/cooking_probes.json", "sport=data/sport.txt:data/sport_probes.json"]
 
 
 def parse_args():
     parser = ArgumentParser(description="Compare several LoRA adapters served on one base: quality per domain, switching and generation costs.")
     parser.add_argument("--pretrained", default="dist/pretrained", help="the base model directory")
-    parser.add_argument("--adapter", nargs="+", default=ADAPTERS, metavar="NAME=DIR", help="adapters to load (two or more)")
-    parser.add_argument("--domain", nargs="+", default=DOMAINS, metavar="NAME=CORPUS:PROBES", help="domains to evaluate on")
-    parser.add_argument("--pretrain-corpus", default="data/pretrain.txt", help="pretraining corpus (forgetting)")
-    parser.add_argument("--pretrain-probes", default="data/pretrain_probes.json", help="pretraining probes (forgetting)")
-    parser.add_argument("--merged", default=f"{RESULTS}/lora_merged", help="a merged model directory, for the load-time comparison")
-    parser.add_argument("--repeats", type=positive_int, default=15, help="timed repetitions of each operation (medians reported)")
-    parser.add_argument("--out", default=RESULTS, help="where adapters_comparison.md and .json go")
+    parser.add_argument("--results", default=RESULTS, help="the directory train_finetune.py wrote: the default adapters and domains")
+    parser.add_argument("--adapter", nargs="+", default=None, metavar="NAME=DIR", help="adapters to load, two or more (default: "
+                        "the results' lora_adapter/ and every adapters/NAME/ beside it, each named after its corpus)")
+    parser.add_argument("--domain", nargs="+", default=None, metavar="NAME=CORPUS[:PROBES]", help="domains to evaluate on "
+                        "(default: the corpus each default adapter was fine-tuned on, as the results record it)")
+    parser.add_argument("--pretrain-corpus", default=None, help="pretraining corpus, for forgetting "
+                        "(default: the corpus the base was pretrained on, recorded in its run.json)")
+    parser.add_argument("--pretrain-probes", default=None, help="pretraining probes (default: <corpus>_probes.json beside it, if any)")
+    parser.add_argument("--merged", default=None, help="a merged model directory, for the load-time comparison "
+                        "(default: the results' lora_merged/)")
+    parser.add_argument("--repeats", type=whole_number_up_to(1000, "a bound on the work asked for"), default=15, help="timed repetitions of each operation (medians reported)")
+    parser.add_argument("--out", default=None, help="where adapters_comparison.md and .json go (default: --results)")
     add_common_flags(parser, seed=1337)
     return parser.parse_args()
 
@@ -39,16 +48,24 @@ def parse_args():
 def parse_domain(text: str) -> tuple[str, tuple[str, str]]:
     name, path = parse_named_path(text, "--domain")
     corpus, sep, probes = str(path).partition(":")
-    if not sep or not probes:
-        raise UserError(f"--domain {text!r} must look like NAME=CORPUS:PROBES, e.g. sport=data/sport.txt:data/sport_probes.json")
-    return name, (corpus, probes)
+    if sep and not probes:
+        raise UserError(f"--domain {text!r} must look like NAME=CORPUS or NAME=CORPUS:PROBES, e.g. sport=data/sport.txt")
+    return name, (corpus, probes or None)
 
 
 def main() -> None:
     args = parse_args()
     start = time.perf_counter()
-    args.adapter_paths = [parse_named_path(text, "--adapter") for text in args.adapter]
-    args.domains = [parse_domain(text) for text in args.domain]
+    recorded = recorded_adapters(args.results) if args.adapter is None or args.domain is None else {}
+    args.adapter_paths = ([parse_named_path(text, "--adapter") for text in args.adapter] if args.adapter is not None
+                          else [(name, path) for name, (path, _) in recorded.items()])
+    args.domains = ([parse_domain(text) for text in args.domain] if args.domain is not None
+                    else [(name, (corpus, None)) for name, (_, corpus) in recorded.items()])
+    args.merged = args.merged or f"{args.results}/lora_merged"
+    args.out = args.out or args.results
+    args.pretrain_corpus = args.pretrain_corpus or recorded_pretrain_corpus(args.pretrained)  # forgetting: the base's own corpus
+    args.pretrain_probes = default_probes(args.pretrain_corpus, args.pretrain_probes, "--pretrain-probes")[0]
+    args.domains = [(name, (corpus, default_probes(corpus, probes, "--domain")[0])) for name, (corpus, probes) in args.domains]
     ensure_writable_dir(args.out)
     result = run_adapter_comparison(args, choose_device(args.device))
     print(markdown(result))

@@ -10,13 +10,19 @@ a finished study re-plots in seconds. Each study writes results.json,
 results.md and its plots to dist/experiments/<study>/.
 """
 
+import os
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads: idle OpenMP threads sleep instead of spinning, which
+# keeps 2 threads fast on a busy machine and changes no result (docs/threads.md)
+
 import time
 
 from experiment.training.data import add_finetune_data_flags
 from experiment.training.methods import USER_ERRORS
 from experiment.studies.runner import StudyContext
 from experiment.studies.catalog import STUDIES, run_intrinsic_rank_study, run_overhead_study, run_study
-from minigpt.io import ArgumentParser, UserError, add_common_flags, apply_threads, positive_int, run_cli, seed_value
+from minigpt.io import (ArgumentParser, UserError, add_common_flags, apply_threads, ensure_writable_dir, output_lock, positive_int,
+                        run_cli, seed_value)
 
 STUDY_NAMES = [*STUDIES, "intrinsic-rank", "overhead"]
 
@@ -66,6 +72,12 @@ def parse_args():
 def main() -> None:
     args = parse_args()
     apply_threads(args.threads)
+    ensure_writable_dir(args.out)  # a file, /proc or a read-only place: one line now, not a traceback after the first run
+    with output_lock(args.out):
+        run_named_study(args)
+
+
+def run_named_study(args) -> None:
     start = time.perf_counter()
     if args.study == "intrinsic-rank":
         directory = run_intrinsic_rank_study(args.pretrained, args.results, args.out)

@@ -11,12 +11,19 @@ uses a key/value cache (--no-cache turns it off). In --interactive mode type
 prompts, and :use NAME, :none (the base), :mix NAME=W,NAME=W, :list or :quit.
 """
 
+import os
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads: idle OpenMP threads sleep instead of spinning, which
+# keeps 2 threads fast on a busy machine and changes no result (docs/threads.md)
+
 import argparse
 
 from experiment.serving.generation import run_generation
 from experiment.training.methods import USER_ERRORS
-from minigpt.io import ArgumentParser, add_common_flags, positive_int, run_cli
+from minigpt.io import ArgumentParser, add_common_flags, positive_int, run_cli, whole_number_up_to
 
+MIN_TEMPERATURE, MAX_TEMPERATURE = 0.01, 100.0
+MAX_NEW_TOKENS = 10_000
 PROMPTS = ["risotto is made with", "in tennis you hit the ball with a", "the capital of france is"]
 
 
@@ -25,8 +32,9 @@ def non_negative_float(text: str) -> float:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not 0 <= value < float("inf"):
-        raise argparse.ArgumentTypeError(f"must be 0 (greedy) or more, got {text!r}")
+    if not (value == 0 or MIN_TEMPERATURE <= value <= MAX_TEMPERATURE):
+        # dividing the logits by a tiny temperature overflows them to inf, and softmax(inf - inf) is NaN
+        raise argparse.ArgumentTypeError(f"must be 0 (greedy) or from {MIN_TEMPERATURE:g} to {MAX_TEMPERATURE:g}, got {text!r}")
     return value
 
 
@@ -36,8 +44,10 @@ def parse_args():
     parser.add_argument("--adapter", action="append", default=[], metavar="NAME=DIR", help="an adapter directory to load under NAME (repeatable)")
     parser.add_argument("--merged", action="append", default=[], metavar="NAME=DIR", help="a (merged) model directory to load under NAME (repeatable)")
     parser.add_argument("--mix", action="append", default=[], metavar="NAME=W,NAME=W", help="also show this weighted mix of adapters (repeatable)")
-    parser.add_argument("--prompt", nargs="+", default=PROMPTS, help="one or more prompts, each in quotes")
-    parser.add_argument("--max-new-tokens", type=positive_int, default=20, help="tokens generated per prompt (stops early at end of text)")
+    parser.add_argument("--prompt", nargs="+", default=None, help="one or more prompts, each in quotes (default: "
+                        f"{', '.join(repr(p) for p in PROMPTS)}, or for a base whose vocabulary lacks their words, the opening "
+                        "words of its own corpus's validation text)")
+    parser.add_argument("--max-new-tokens", type=whole_number_up_to(MAX_NEW_TOKENS, "a bound on the work asked for"), default=20, help="tokens generated per prompt (stops early at end of text)")
     parser.add_argument("--temperature", type=non_negative_float, default=0.0, help="0 is greedy decoding; above 0 samples")
     parser.add_argument("--top-k", type=positive_int, default=None, help="sample only from the k most likely tokens (default: all)")
     parser.add_argument("--no-cache", action="store_true", help="re-read the whole context for every token instead of using the key/value cache")
@@ -47,7 +57,7 @@ def parse_args():
 
 
 def main() -> None:
-    run_generation(parse_args())
+    run_generation(parse_args(), PROMPTS)
 
 
 if __name__ == "__main__":

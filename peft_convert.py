@@ -6,9 +6,20 @@
 See experiment/serving/peft_format.py for the files and docs/serving.md for loading the export with PEFT.
 """
 
-from experiment.training.methods import USER_ERRORS
-from experiment.serving.peft_format import export_peft, have_safetensors, import_peft
-from minigpt.io import ArgumentParser, run_cli
+import os
+import signal
+import sys
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads: idle OpenMP threads sleep instead of spinning, which
+# keeps 2 threads fast on a busy machine and changes no result (docs/threads.md)
+
+# Ctrl-C while torch is still loading: one line and exit status 130, never swallowed (run_cli takes over once main starts).
+signal.signal(signal.SIGINT, lambda *_: (print("interrupted during start-up; nothing was written", file=sys.stderr, flush=True),
+                                         os._exit(130)))
+
+from experiment.training.methods import USER_ERRORS  # noqa: E402
+from experiment.serving.peft_format import export_peft, have_safetensors, import_peft  # noqa: E402
+from minigpt.io import ArgumentParser, run_cli  # noqa: E402
 
 
 def parse_args():
@@ -16,6 +27,8 @@ def parse_args():
     parser.add_argument("direction", choices=["to-peft", "from-peft"], help="to-peft: adapter -> PEFT; from-peft: PEFT -> adapter")
     parser.add_argument("source", help="the directory to read")
     parser.add_argument("destination", help="the directory to write (replaced if it holds only files this script writes)")
+    parser.add_argument("--pretrained", default="dist/pretrained",
+                        help="from-peft: the base model the adapter must load onto before it is written")
     return parser.parse_args()
 
 
@@ -26,8 +39,8 @@ def main() -> None:
         tensor_format = "safetensors" if have_safetensors() else "torch .bin (install safetensors for .safetensors)"
         print(f"wrote {out}/ in PEFT's layout ({tensor_format}): " + ", ".join(sorted(p.name for p in out.iterdir())))
     else:
-        out = import_peft(args.source, args.destination)
-        print(f"wrote adapter directory {out}/: " + ", ".join(sorted(p.name for p in out.iterdir())))
+        out = import_peft(args.source, args.destination, args.pretrained)
+        print(f"wrote adapter directory {out}/ (checked: it loads onto {args.pretrained}): " + ", ".join(sorted(p.name for p in out.iterdir())))
 
 
 if __name__ == "__main__":

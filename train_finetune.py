@@ -14,6 +14,9 @@ import os
 import signal
 import sys
 
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads: idle OpenMP threads sleep instead of spinning, which
+# keeps 2 threads fast on a busy machine and changes no result (docs/threads.md)
+
 # Ctrl-C while torch is still loading: one line, not a KeyboardInterrupt traceback (run_cli takes over once main starts).
 # os._exit, not sys.exit: a SystemExit raised inside an import can be swallowed; nothing is written yet, so nothing to clean up.
 signal.signal(signal.SIGINT, lambda *_: (print("interrupted during start-up; nothing was written", file=sys.stderr, flush=True),
@@ -27,7 +30,8 @@ from experiment.training.finetuning import run_finetuning
 from experiment.training.methods import METHODS, USER_ERRORS
 from experiment.comparison.report import percent
 from lora.config import A_INITS, DEFAULT_TARGETS, QUANTIZE_CHOICES, LoRAConfig
-from minigpt.io import ArgumentParser, UserError, add_common_flags, positive_float, positive_int, probability, run_cli
+from minigpt.io import (ArgumentParser, UserError, add_common_flags, output_lock, positive_float, positive_int, probability,
+                        run_cli)
 
 DEFAULT_STEPS, DEFAULT_BATCH_SIZE, DEFAULT_SEED = 150, 32, 1337
 
@@ -56,8 +60,11 @@ def parse_args():
     parser.add_argument("--init", choices=A_INITS, default="kaiming", help="initialisation of LoRA's A matrix")
     add_variant_flags(parser)
     parser.add_argument("--adapter-name", default=None,
-                        help="with --method lora: save the adapter as OUT/adapters/NAME/ and the merged model as OUT/merged/NAME/, "
+                        help="with --method lora: save the adapter as OUT/adapters/NAME/, with its merged model (merged/) and figures "
+                        "(metrics.json) inside it, one directory swapped in at once, "
                         "leaving lora_adapter/, lora_merged/ and metrics.json alone (default: the cooking layout)")
+    parser.add_argument("--keep-best", action="store_true", help="save each method's evaluated weights with the lowest "
+                        "new-domain validation loss, not the last ones")
     add_common_flags(parser, seed=DEFAULT_SEED)
     return parser.parse_args()
 
@@ -92,7 +99,8 @@ def main() -> None:
     args = parse_args()
     check_flag_combinations(args)
     start = time.perf_counter()
-    records, before, out = run_finetuning(args)
+    with output_lock(args.out):  # two fine-tunes on one --out: the second is refused, no run's models silently dropped
+        records, before, out = run_finetuning(args)
     print_summary(records, before, out, time.perf_counter() - start)
 
 
@@ -109,6 +117,11 @@ def print_summary(records: dict, before: dict, out: Path, seconds: float) -> Non
         print(f"{record['label']:<20} {trainable:>20} {after['finetune_val_loss']:>12.3f} {percent(after['finetune_probe_accuracy']):>10} "
               f"{after['pretrain_val_loss']:>12.3f} {record['train_seconds']:>6.1f}s")
     print(f"(new = the fine-tuning domain, learning; old = the pretraining corpus, forgetting.) Total wall time {seconds:.1f} s")
+    for record in records.values():
+        if record["after"]["finetune_val_loss"] > before["finetune_val_loss"]:
+            print(f"warning: {record['label']} made the new-domain validation loss worse than the base's "
+                  f"({before['finetune_val_loss']:.3f} -> {record['after']['finetune_val_loss']:.3f}); "
+                  "try another --lr or fewer --steps")
     evaluating, looping = sum(r["eval_seconds"] for r in records.values()), sum(r["wall_seconds"] for r in records.values())
     print(f"periodic evaluation {evaluating:.1f} s, {evaluating / max(looping, 1e-9):.0%} of the training loops' wall time "
           "(--eval-interval sets how often)")

@@ -12,6 +12,9 @@ import os
 import signal
 import sys
 
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads: idle OpenMP threads sleep instead of spinning, which
+# keeps 2 threads fast on a busy machine and changes no result (docs/threads.md)
+
 # Ctrl-C while torch is still loading: one line, not a KeyboardInterrupt traceback (run_cli takes over once main starts).
 # os._exit, not sys.exit: a SystemExit raised inside an import can be swallowed; nothing is written yet, so nothing to clean up.
 signal.signal(signal.SIGINT, lambda *_: (print("interrupted during start-up; nothing was written", file=sys.stderr, flush=True),
@@ -22,7 +25,7 @@ import time
 from experiment.training.methods import USER_ERRORS
 from experiment.training.pretraining import run_pretraining
 from minigpt.config import GPTConfig
-from minigpt.io import ArgumentParser, add_common_flags, positive_float, positive_int, probability, run_cli
+from minigpt.io import ArgumentParser, add_common_flags, output_lock, positive_float, positive_int, probability, run_cli
 from minigpt.training import TrainConfig
 
 SAMPLE_PROMPTS = ["the capital of france is", "the cow", "in the morning"]
@@ -39,6 +42,8 @@ def parse_args():
     parser.add_argument("--batch-size", type=positive_int, default=defaults.batch_size, help="windows per step")
     parser.add_argument("--lr", type=positive_float, default=defaults.lr, help="peak learning rate (AdamW)")
     parser.add_argument("--eval-interval", type=positive_int, default=defaults.eval_interval, help="steps between evaluations")
+    parser.add_argument("--keep-best", action="store_true", help="save the evaluated weights with the lowest validation loss, "
+                        "not the last ones (for a small corpus that overfits)")
     parser.add_argument("--block-size", type=positive_int, default=model_defaults.block_size, help="context length in tokens")
     parser.add_argument("--n-layer", type=positive_int, default=model_defaults.n_layer, help="transformer blocks")
     parser.add_argument("--n-head", type=positive_int, default=model_defaults.n_head, help="attention heads")
@@ -54,7 +59,8 @@ def parse_args():
 def main() -> None:
     args = parse_args()
     start = time.perf_counter()
-    summary = run_pretraining(args)
+    with output_lock(args.out):  # a second run on the same --out is refused, never silently overwritten
+        summary = run_pretraining(args)
     probes = summary["probes"]
     print(f"\nsaved {summary['out']}/: config.json, model.pt, tokenizer.json, history.json, loss.png")
     print(f"final loss          train {summary['train_loss']:.3f} | validation {summary['val_loss']:.3f}")
@@ -67,6 +73,10 @@ def main() -> None:
     print(f"evaluation          {summary['eval_seconds']:.1f} s in {summary['evaluations']} evaluations, "
           f"{summary['eval_seconds'] / max(summary['wall_seconds'], 1e-9):.0%} of the training loop's wall time "
           f"(every {summary['eval_interval']} steps; --eval-interval sets how often)")
+    if summary["val_perplexity"] > summary["unigram_val_perplexity"]:
+        print(f"warning: validation perplexity {summary['val_perplexity']:.1f} is worse than the unigram baseline's "
+              f"{summary['unigram_val_perplexity']:.1f} (word frequencies alone predict better): the model overfits or is "
+              "undertrained; try fewer --steps, --keep-best or a longer corpus")
     if summary["unknown_prompt_note"]:
         print(summary["unknown_prompt_note"])
     print("samples (greedy):")

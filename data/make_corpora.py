@@ -26,6 +26,7 @@ import json
 import os
 import random
 import re
+import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -721,10 +722,15 @@ def check_probes(name, triples, tokens, minimum):
 
 
 def write_atomically(filename, text):
-    """Write beside this script under a temporary name, then rename: never a half-written corpus."""
-    tmp = HERE / f".{filename}.tmp"
-    tmp.write_text(text, encoding="ascii", newline="\n")
-    os.replace(tmp, HERE / filename)
+    """Write beside this script under a temporary name of this process, then rename: never a half-written corpus,
+    and two runs at once each rename their own complete copy (the bytes are the same)."""
+    tmp = HERE / f".{filename}.{os.getpid()}.tmp"
+    try:
+        tmp.write_text(text, encoding="ascii", newline="\n")
+        os.replace(tmp, HERE / filename)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
 
 
 def main():
@@ -796,4 +802,12 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except OSError as error:  # a full disk, a read-only folder, a file-size limit: one line, exit 2, the old files intact
+        print(f"error: could not write the corpora beside {HERE} ({error.strerror or error}); the previous files are "
+              "unchanged; free some space or fix the folder's permissions", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        print("interrupted: every file is the old one or the new one, none half-written", file=sys.stderr)
+        sys.exit(130)

@@ -5,7 +5,10 @@ base, many small task adapters, swapped at run time. `MultiLoRALinear` is
 LoRALinear (lora/layer.py, read that first) with a dictionary of (A, B) pairs
 instead of one, keyed by adapter name, as PEFT keeps them:
 
-    h = W x + b + sum over active adapters i of  w_i * (alpha_i / r_i) * B_i A_i dropout_i(x)
+    h = W x + b + sum over active adapters i of  w_i * s_i * B_i A_i dropout_i(x)
+
+s_i is adapter i's own scaling: alpha_i / r_i, or alpha_i / sqrt(r_i) for an
+rsLoRA adapter (lora/scaling.py), exactly the factor LoRALinear uses.
 
 `active` maps adapter names to weights w_i. {} is the base model exactly;
 {"cooking": 1.0} is the cooking adapter exactly, as if it were the only one;
@@ -15,7 +18,7 @@ bit-identical however often you switch.
 
 Mixing the updates is not averaging the matrices
 ------------------------------------------------
-The mix above adds the updates:  delta_W = sum_i w_i s_i B_i A_i  (s_i = alpha_i / r_i).
+The mix above adds the updates:  delta_W = sum_i w_i s_i B_i A_i.
 That is exact, and its rank can reach r_1 + r_2 + ...: stacking the factors,
 [w_1 s_1 B_1 | w_2 s_2 B_2] @ [A_1 ; A_2] is the same matrix. Combining the
 factors instead, (sum_i c_i B_i) (sum_j c_j A_j), does two different things:
@@ -29,6 +32,16 @@ factors instead, (sum_i c_i B_i) (sum_j c_j A_j), does two different things:
    have unrelated A matrices, so these are noise. PEFT's "linear" has them
    too; its "cat" stacks the factors and is exact, like the mix above.
 `factor_average_delta` lets the tests show the difference.
+
+Only additive adapters can be mixed
+-----------------------------------
+A DoRA adapter is not an update added to W: it rescales every output row of
+W + s B A to a trained magnitude (lora/dora.py), so it has no term to put in
+the sum above. A QLoRA adapter was trained on the 4-bit NF4 copy of the base
+(lora/nf4.py); on the float32 base this layer holds it computes another model.
+`add_adapter` refuses both in one line that says so, rather than serve a model
+that was never trained; load such an adapter on its own (lora.apply_lora, or
+experiment/training/adapter.py's load_adapter).
 
 Model-level functions use PEFT's vocabulary: add_adapter, set_adapter,
 disable_adapters (a context manager), delete_adapter, and set_adapter_weights
@@ -56,7 +69,7 @@ class MultiLoRALinear(nn.Module):
         self.lora_A = nn.ModuleDict()  # name -> nn.Linear(in, r): weight (r, in)
         self.lora_B = nn.ModuleDict()  # name -> nn.Linear(r, out): weight (out, r)
         self.lora_dropout = nn.ModuleDict()
-        self.scaling: dict[str, float] = {}  # name -> alpha / r
+        self.scaling: dict[str, float] = {}  # name -> alpha / r, or alpha / sqrt(r) for rsLoRA
         self.active: dict[str, float] = {}  # name -> weight in the sum; {} = the base layer alone
 
     @property
@@ -74,7 +87,7 @@ class MultiLoRALinear(nn.Module):
         self.lora_A[name] = nn.Linear(self.in_features, config.r, bias=False, device=device, dtype=dtype)
         self.lora_B[name] = nn.Linear(config.r, self.out_features, bias=False, device=device, dtype=dtype)
         self.lora_dropout[name] = nn.Dropout(config.lora_dropout) if config.lora_dropout > 0 else nn.Identity()
-        self.scaling[name] = config.lora_alpha / config.r
+        self.scaling[name] = config.scaling  # the adapter's own factor: rsLoRA's alpha / sqrt(r) too
         with torch.no_grad():  # the same start as LoRALinear: A random, B = 0
             if config.init_lora_weights == "gaussian":
                 nn.init.normal_(self.lora_A[name].weight, std=1.0 / config.r)
@@ -123,6 +136,7 @@ def add_adapter(model: nn.Module, name: str, config: LoRAConfig) -> dict[str, Mu
     The new adapter is not active yet: call set_adapter. Returns {module name: layer} for the targeted layers.
     """
     config.validate()
+    check_mixable(config)
     if not isinstance(name, str) or not name.isidentifier():
         raise LoRAError(f"adapter name {name!r} must be a word of letters, digits and underscores, e.g. cooking")
     if name in adapter_names(model):
@@ -156,6 +170,16 @@ def add_adapter(model: nn.Module, name: str, config: LoRAConfig) -> dict[str, Mu
         layer.add_adapter(name, config)
         wrapped[layer_name] = layer
     return wrapped
+
+
+def check_mixable(config: LoRAConfig) -> None:
+    """A LoRAError saying why, for an adapter that is not a plain additive update on the float base."""
+    if config.use_dora:
+        raise LoRAError("a DoRA adapter cannot join a multi-adapter model: it rescales each row of the whole weight "
+                        "to a trained magnitude instead of adding B A, so it cannot be summed or mixed; load it on its own")
+    if config.quantize_base != "none":
+        raise LoRAError(f"a QLoRA adapter (quantize_base={config.quantize_base!r}) was trained on a 4-bit NF4 copy of the base, "
+                        "not on the float32 base a multi-adapter model shares; load it on its own, on its 4-bit base")
 
 
 def _check_known(model: nn.Module, names) -> None:

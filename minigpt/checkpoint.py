@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 
 from minigpt.config import GPTConfig
-from minigpt.io import UserError, load_tensor_file, read_text_file, recover_directory, write_directory_atomically
+from minigpt.io import UserError, load_tensor_file, read_json_file, recover_directory, write_directory_atomically
 from minigpt.model import MiniGPT
 from minigpt.tokenizer import WordTokenizer
 
@@ -54,7 +54,7 @@ def read_run_info(path: str | Path) -> dict | None:
     if not file.is_file():
         return None
     try:
-        info = json.loads(read_text_file(file, "run file"))
+        info = read_json_file(file, "run file")
         if not isinstance(info, dict) or not isinstance(info.get("run_id"), str):
             raise ValueError("expected an object with a string run_id")
     except ValueError as error:
@@ -73,7 +73,7 @@ def load_model_dir(path: str | Path, device: torch.device | str = "cpu", hint: s
         if not (path / name).is_file():
             raise UserError(f"model directory {path} is missing {name}{hint}")
     try:
-        config = GPTConfig.from_dict(json.loads(read_text_file(path / CONFIG_FILE, "config file")))
+        config = GPTConfig.from_dict(read_json_file(path / CONFIG_FILE, "config file"))
     except (ValueError, TypeError, AttributeError) as error:
         raise UserError(f"{path / CONFIG_FILE} is corrupted ({error}){hint}") from None
     tokenizer = WordTokenizer.load(path / TOKENIZER_FILE)
@@ -106,6 +106,10 @@ def check_state_dict_keys(found: dict, expected: dict, source: Path) -> None:
             f"{source} does not match the model: {len(missing)} missing key(s) {missing[:3]}, "
             f"{len(unexpected)} unexpected key(s) {unexpected[:3]}"
         )
+    for key, tensor in found.items():  # load_state_dict would cast int64 weights silently
+        if tensor.dtype != expected[key].dtype:
+            raise UserError(f"{source}: {key} is {tensor.dtype}, the model's is {expected[key].dtype}; "
+                            "re-run the script that writes it")
 
 
 def model_fingerprint(model: torch.nn.Module) -> str:

@@ -51,15 +51,33 @@ class GPTConfig:
         v, t, e, n = self.vocab_size, self.block_size, self.n_embd, self.n_layer
         return 2 * v * e + t * e + n * (12 * e * e + 13 * e) + 2 * e
 
-    def check_memory(self, training: bool = False) -> None:
+    def estimated_activation_floats(self, batch_size: int) -> int:
+        """Floats the forward pass keeps for backpropagation, per step: a rough upper estimate.
+
+        Per token and layer: about 16 * n_embd (layer norms, q, k, v, attention output, the 4x-wide MLP and its
+        activation) plus 3 * n_head * block_size (attention scores, softmax, mask); per token at the top, 3 * vocab_size
+        (logits, their softmax and its gradient). Korthikanti et al. (2022, arXiv:2205.05198, section 4.1) count the
+        same terms for a GPT layer.
+        """
+        tokens = batch_size * self.block_size
+        per_layer = 16 * self.n_embd + 3 * self.n_head * self.block_size
+        return tokens * (self.n_layer * per_layer + 3 * self.vocab_size)
+
+    def check_memory(self, training: bool = False, batch_size: int | None = None) -> None:
+        """A UserError if the weights (and, training, gradients, AdamW moments and one batch's activations) exceed
+        the memory this machine has free now (MemAvailable), so a typo is one line, not a swap storm or a kill."""
         bytes_per_parameter = 16 if training else 4  # float32 weights; training adds gradients and two AdamW moments
         needed = self.estimated_parameters() * bytes_per_parameter
-        available = machine_memory_bytes()
+        if training and batch_size:
+            needed += 4 * self.estimated_activation_floats(batch_size)
+        available = available_memory_bytes()
         if available and needed > available:
-            what = "to train (weights, gradients and AdamW moments in float32)" if training else "for its weights"
+            what = ("to train (weights, gradients, AdamW moments and activations in float32)" if training
+                    else "for its weights")
             raise UserError(
-                f"this model would have {self.estimated_parameters():,} parameters and need about {needed / 2**30:,.1f} GiB "
-                f"{what}, but this machine has {available / 2**30:,.1f} GiB; choose a smaller --n-embd, --n-layer or --block-size"
+                f"this model ({self.estimated_parameters():,} parameters) would need about {needed / 2**30:,.1f} GiB "
+                f"{what}, but this machine has {available / 2**30:,.1f} GiB free; choose a smaller --batch-size, "
+                "--n-embd, --n-layer or --block-size"
             )
 
     def to_dict(self) -> dict:
@@ -76,6 +94,18 @@ class GPTConfig:
             return cls(**values).validate()
         except UserError as error:
             raise ValueError(str(error)) from None
+
+
+def available_memory_bytes() -> int:
+    """Memory free for a new job now: MemAvailable from /proc/meminfo (Linux), else the physical total, else 0."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024  # the file counts kB
+    except (OSError, ValueError, IndexError):
+        pass
+    return machine_memory_bytes()
 
 
 def machine_memory_bytes() -> int:

@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from minigpt.io import UserError, read_text_file
+from minigpt.io import UserError, parse_json, read_text_file
 from minigpt.tokenizer import WordTokenizer, split_words
 
 
@@ -49,7 +49,7 @@ def load_probes(path: str | Path) -> list[dict]:
     """A JSON list of {"prompt": ..., "answer": ...}; a UserError if missing or malformed."""
     text = read_text_file(path, "probe file", "pass an existing probe file (see --help)")
     try:
-        probes = json.loads(text)
+        probes = parse_json(text)
         if not isinstance(probes, list) or not probes:
             raise ValueError("expected a non-empty JSON list")
         for probe in probes:
@@ -86,6 +86,15 @@ def probe_accuracy(model, tokenizer: WordTokenizer, probes: list[dict], device) 
         results.append({**probe, "predicted": predicted, "correct": predicted == probe["answer"]})
     accuracy = sum(r["correct"] for r in results) / len(results)
     return accuracy, results
+
+
+def prompts_for(tokenizer: WordTokenizer, defaults: list[str], documents: list[str], count: int = 2, words: int = 5) -> list[str]:
+    """`defaults` if the tokenizer knows all their words, else the opening words of the first `count` documents
+    (a user's own validation text): the toy prompts would read as <unk> on another corpus."""
+    if not any(tokenizer.unknown_words(prompt) for prompt in defaults):
+        return list(defaults)
+    openings = [" ".join(split_words(document)[:words]) for document in documents if split_words(document)]
+    return openings[:count] or list(defaults)
 
 
 def note_unknown_prompt_words(tokenizer: WordTokenizer, prompts: list[str]) -> str:

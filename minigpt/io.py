@@ -9,15 +9,18 @@ half-written file or directory where a good one used to be.
 import argparse
 import ctypes
 import errno
+import json
 import math
 import os
 import pickle
+import re
 import secrets
 import shutil
 import signal
+import socket
 import sys
-import tempfile
 import time
+import zipfile
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Iterator
@@ -67,9 +70,24 @@ def check_input_file(path: str | Path, what: str, fix: str = "") -> Path:
     return path
 
 
-def read_text_file(path: str | Path, what: str, fix: str = "") -> str:
+MAX_TEXT_BYTES = 256 * 2**20  # a text file read whole: a corpus far larger than this would not fit the tokenizer's lists
+MAX_JSON_BYTES = 64 * 2**20  # the project's JSON files are kilobytes; the study cache and metrics files stay under a megabyte
+MAX_TENSOR_BYTES = 4 * 2**30  # a weights file; torch.load reads it whole
+MAX_JSON_DEPTH = 32  # the deepest JSON the project writes nests 4 levels
+
+
+def check_file_size(path: Path, what: str, max_bytes: int) -> None:
+    """A UserError before a file that would not fit is read whole (a 20 GB file named by mistake)."""
+    size = path.stat().st_size
+    if size > max_bytes:
+        raise UserError(f"{what} {path} is {size / 2**20:,.0f} MiB, more than the {max_bytes / 2**20:,.0f} MiB "
+                        "this project reads whole; is it the right file?")
+
+
+def read_text_file(path: str | Path, what: str, fix: str = "", max_bytes: int = MAX_TEXT_BYTES) -> str:
     """The UTF-8 text of an input file, or a UserError naming the file and the fix."""
     path = check_input_file(path, what, fix)
+    check_file_size(path, what, max_bytes)
     raw = path.read_bytes()
     try:
         return raw.decode("utf-8")
@@ -79,9 +97,53 @@ def read_text_file(path: str | Path, what: str, fix: str = "") -> str:
         ) from None
 
 
+def parse_json(text: str):
+    """json.loads with a bound on nesting: a ValueError (which callers turn into one line) for anything deeper.
+
+    Python's json parser recurses once per level, so thousands of nested brackets raise RecursionError; and a
+    value nested deeper than anything the project writes cannot be one of its files anyway.
+    """
+    try:
+        value = json.loads(text)
+    except RecursionError:
+        raise ValueError(f"JSON nested deeper than {MAX_JSON_DEPTH} levels") from None
+    stack = [(value, 1)]  # depth measured without recursion
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, (dict, list)):
+            if depth > MAX_JSON_DEPTH:
+                raise ValueError(f"JSON nested deeper than {MAX_JSON_DEPTH} levels")
+            stack.extend((child, depth + 1) for child in (item.values() if isinstance(item, dict) else item))
+    return value
+
+
+def read_json_file(path: str | Path, what: str, fix: str = ""):
+    """A JSON file's value, size-checked before it is read; a ValueError if it is not JSON or nests too deep."""
+    return parse_json(read_text_file(path, what, fix, max_bytes=MAX_JSON_BYTES))
+
+
+def check_zip_checksums(path: Path) -> None:
+    """A UserError if a torch file (a zip archive) has a record whose bytes fail their CRC-32.
+
+    torch.save stores a CRC-32 of every record, but torch.load does not check it, so flipped bytes inside
+    the weights load silently as other numbers; Python's zipfile checks them.
+    """
+    try:
+        if not zipfile.is_zipfile(path):
+            return  # torch's legacy format, or not a torch file: torch.load says what it is
+        with zipfile.ZipFile(path) as archive:
+            damaged = archive.testzip()
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError) as error:
+        raise UserError(f"{path} is corrupted ({error}); re-run the script that writes it") from None
+    if damaged is not None:
+        raise UserError(f"{path} is corrupted ({damaged} fails its checksum: bytes were changed); re-run the script that writes it")
+
+
 def load_tensor_file(path: str | Path, what: str) -> dict:
     """torch.load with weights_only=True, turning every failure into one clear line."""
     path = check_input_file(path, f"{what} file")
+    check_file_size(path, f"{what} file", MAX_TENSOR_BYTES)
+    check_zip_checksums(path)
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
@@ -130,9 +192,12 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     """
     path = Path(path)
     ensure_writable_dir(path.parent)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
+    recover_directory(path)  # a temporary left by a killed writer of this same file is deleted (it works for files too)
+    tmp = _temporary_sibling(path, "tmp")  # named with our pid, so the next run knows whether its writer is alive
+    try:
+        os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    except OSError as error:
+        raise UserError(f"cannot write in {path.parent} ({error.strerror}); choose another --out") from None
     try:
         with saving_errors(path):
             yield tmp
@@ -165,6 +230,10 @@ def refuse_foreign_directory(path: str | Path, allowed: set[str], inside: dict[s
     if path.exists() and not path.is_dir():
         raise UserError(f"{path} exists and is not a directory; choose another --out")
     if path.is_dir():
+        remove_stale_temporaries(path)  # the project's own leftovers of killed runs are not the user's files
+        for name in inside or {}:
+            if (path / name).is_dir():
+                remove_stale_temporaries(path / name)
         foreign = sorted(entry.name for entry in path.iterdir() if entry.name not in allowed)
         for name, names in (inside or {}).items():
             if (path / name).is_dir():
@@ -194,6 +263,8 @@ def write_directory_atomically(path: str | Path, write_files: Callable[[Path], N
     a power loss the same holds, as far as the file system honours fsync.
     """
     path = Path(path)
+    if path.is_symlink():  # a symlinked --out: the swap happens at its target, the link stays a link
+        path = Path(os.path.realpath(path))
     ensure_writable_dir(path.parent)
     recover_directory(path)
     tmp = _temporary_sibling(path, "tmp")
@@ -215,6 +286,64 @@ def write_directory_atomically(path: str | Path, write_files: Callable[[Path], N
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
     return path
+
+
+@contextmanager
+def output_lock(path: str | Path) -> Iterator[None]:
+    """Hold `.<name>.lock` beside the output `path` while a run writes it: a second run on the same --out is refused.
+
+    Two runs writing one results folder would each swap in their own set and one run's models would be
+    silently dropped. The lock file names its holder (pid, host, start time); a lock whose process has
+    died on this host (kill -9, power loss) is taken over, so a crash never blocks the next run.
+    """
+    path = Path(os.path.realpath(path))  # a symlinked --out and its target share one lock
+    ensure_writable_dir(path.parent)
+    lock = path.parent / f".{path.name}.lock"
+    holder = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
+    for _ in range(3):
+        try:
+            fd = os.open(lock, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        except FileExistsError:
+            other = _read_lock(lock)
+            if other is not None and other.get("host") == holder["host"] and not _pid_alive(other.get("pid")):
+                lock.unlink(missing_ok=True)  # its writer died: take the lock over
+                continue
+            who = (f"pid {other.get('pid')} on {other.get('host')}, started {other.get('started')}" if other
+                   else "a run whose lock file is unreadable")
+            raise UserError(f"{path} is being written by another run ({who}); wait for it to finish or choose another --out "
+                            f"(if that run is gone, delete {lock})") from None
+        except OSError as error:
+            raise UserError(f"cannot create the lock file {lock} ({error.strerror}); choose another --out") from None
+        with os.fdopen(fd, "w", encoding="utf-8") as file:
+            file.write(json.dumps(holder) + "\n")
+        break
+    else:
+        raise UserError(f"could not take the lock {lock}; another run keeps taking it; try again")
+    try:
+        yield
+    finally:
+        if (_read_lock(lock) or {}).get("pid") == holder["pid"]:
+            lock.unlink(missing_ok=True)
+
+
+def _read_lock(lock: Path) -> dict | None:
+    try:
+        value = parse_json(lock.read_text(encoding="utf-8")[:4096])
+        return value if isinstance(value, dict) else None
+    except (OSError, ValueError):
+        return None
+
+
+def _pid_alive(pid) -> bool:
+    if isinstance(pid, bool) or not isinstance(pid, int) or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError):
+        return True
+    return True
 
 
 @contextmanager
@@ -257,6 +386,19 @@ def _writer_alive(sibling: Path) -> bool:
     return True
 
 
+TEMPORARY_NAME = re.compile(r"^\.(?P<name>.+)\.\d+-[0-9a-f]{8}\.(tmp|old)$")  # _temporary_sibling's names
+
+
+def remove_stale_temporaries(directory: Path) -> None:
+    """Inside `directory`: finish or delete every temporary of this project's naming whose writer is dead."""
+    try:
+        names = {match["name"] for entry in directory.iterdir() if (match := TEMPORARY_NAME.match(entry.name))}
+    except OSError:
+        return
+    for name in names:
+        recover_directory(directory / name)
+
+
 def recover_directory(path: str | Path) -> None:
     """Finish what a killed save left beside `path`: put a moved-aside directory back, delete stale temporaries.
 
@@ -274,6 +416,10 @@ def recover_directory(path: str | Path) -> None:
         siblings = [p for p in parent.iterdir() if p.name.startswith(prefix) and p.name.endswith((".old", ".tmp"))]
     except OSError:
         return
+    lock = parent / f".{path.name}.lock"
+    holder = _read_lock(lock) if lock.is_file() else None
+    if holder is not None and holder.get("host") == socket.gethostname() and not _pid_alive(holder.get("pid")):
+        lock.unlink(missing_ok=True)  # output_lock's file of a run that was killed
     siblings = [p for p in siblings if not _writer_alive(p)]
     olds = sorted((p for p in siblings if p.name.endswith(".old")), key=lambda p: p.stat().st_mtime)
     if olds and not os.path.lexists(path):
@@ -414,6 +560,16 @@ def positive_int(text: str) -> int:
     return value
 
 
+def whole_number_up_to(limit: int, why: str) -> Callable[[str], int]:
+    """An argparse type: a whole number from 1 to `limit`; `why` says what the limit protects (work the user asked for)."""
+    def parse(text: str) -> int:
+        value = positive_int(text)
+        if value > limit:
+            raise argparse.ArgumentTypeError(f"must be at most {limit:,} ({why}), got {value:,}")
+        return value
+    return parse
+
+
 def positive_float(text: str) -> float:
     value = _number(text, float)
     if not math.isfinite(value):
@@ -437,8 +593,15 @@ def seed_value(text: str) -> int:
     return value
 
 
+MAX_THREADS = 256
+
+
 def apply_threads(threads: int | None) -> None:
-    """--threads: how many CPU threads torch uses (None keeps torch's own choice)."""
+    """--threads: how many CPU threads torch uses (None keeps torch's own choice: one per core, or OMP_NUM_THREADS).
+
+    The scripts also set OMP_WAIT_POLICY=PASSIVE before torch loads (docs/threads.md has the measurements):
+    on a machine shared with other busy processes, threads that spin while they wait made each step up to
+    seven times slower than one thread; sleeping threads do not, and the results are the same bits."""
     if threads is not None:
         torch.set_num_threads(threads)
 
@@ -456,5 +619,5 @@ def add_common_flags(parser: argparse.ArgumentParser, seed: int, threads: int | 
     parser.add_argument("--device", default="auto", help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N or mps")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar (for logs and tests)")
     chosen = "" if threads is not None else f" (default: torch's choice, {torch.get_num_threads()} here)"
-    parser.add_argument("--threads", type=positive_int, default=threads,
+    parser.add_argument("--threads", type=whole_number_up_to(MAX_THREADS, "more threads than cores only adds waiting"), default=threads,
                         help=f"CPU threads for torch{chosen}; use 1 on a machine shared with other busy processes")

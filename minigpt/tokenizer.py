@@ -25,7 +25,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Iterable
 
-from minigpt.io import UserError, atomic_write_text, read_text_file
+from minigpt.io import UserError, atomic_write_text, parse_json, read_text_file
 
 PAD, UNK, EOT = "<pad>", "<unk>", "<eot>"
 SPECIAL_TOKENS = (PAD, UNK, EOT)
@@ -120,7 +120,7 @@ class WordTokenizer:
     def load(cls, path: str | Path) -> "WordTokenizer":
         text = read_text_file(path, "tokenizer file", "re-run the script that wrote it")
         try:
-            payload = json.loads(text)
+            payload = parse_json(text)
             if not isinstance(payload["vocab"], list) or not all(isinstance(t, str) for t in payload["vocab"]):
                 raise ValueError("vocab must be a list of strings")
             return cls(payload["vocab"])

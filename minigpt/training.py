@@ -48,6 +48,7 @@ class TrainResult:
     tokens_per_second: float = 0.0
     trainable_parameters: int = 0
     trainable_state_bytes: int = 0  # parameters + gradients + AdamW moments, measured
+    best_step: int | None = None  # with keep_best: the evaluated step whose weights the model holds at the end
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -110,13 +111,29 @@ def trainable_state_bytes(model: torch.nn.Module, optimizer: torch.optim.Optimiz
     return total
 
 
+def overfitting_note(history: list[dict], patience: int = 3, margin: float = 0.01) -> str:
+    """A warning when validation loss has risen since its best for `patience` evaluations or more, ending more than
+    `margin` (relative) above that best: more steps made the model worse on held-out text. "" otherwise."""
+    losses = [point["val_loss"] for point in history]
+    if len(losses) <= patience:
+        return ""
+    best = min(range(len(losses)), key=losses.__getitem__)
+    if len(losses) - 1 - best >= patience and losses[-1] > losses[best] * (1 + margin):
+        return (f"validation loss rose for the last {len(losses) - 1 - best} evaluations: best {losses[best]:.3f} at step "
+                f"{history[best]['step']}, final {losses[-1]:.3f} (overfitting); train fewer --steps, or pass --keep-best to "
+                "keep the best evaluated weights")
+    return ""
+
+
 def train(model, train_data: torch.Tensor, val_data: torch.Tensor, config: TrainConfig, device, description="training",
-          show_progress: bool = True, parameter_groups=None, draw_batch=None) -> TrainResult:
+          show_progress: bool = True, parameter_groups=None, draw_batch=None, keep_best: bool = False) -> TrainResult:
     """Train `model` in place on random windows of train_data; return the history and measurements.
 
     `parameter_groups`, if given, is a function model -> AdamW groups (called after the model moved to `device`).
     draw_batch(generator) -> (x, y), if given, replaces get_batch for the training batches (evaluation is unchanged),
     so a caller can train on another mixture of data with the same seeded generator.
+    keep_best: at the end the model holds the weights of the evaluation with the lowest validation loss
+    (early stopping without stopping: the whole history is still recorded).
     """
     model.to(device)
     model.train()
@@ -124,12 +141,15 @@ def train(model, train_data: torch.Tensor, val_data: torch.Tensor, config: Train
     generator = torch.Generator().manual_seed(config.seed)  # batch order depends on the seed alone
     block_size = model.config.block_size
     result = TrainResult(trainable_parameters=sum(p.numel() for p in model.parameters() if p.requires_grad))
+    best = {"loss": math.inf, "state": None}
 
     def evaluate(step: int) -> None:
         eval_start = time.perf_counter()
         train_loss = estimate_loss(model, train_data, config.batch_size, config.eval_batches, device)
         val_loss = estimate_loss(model, val_data, config.batch_size, config.eval_batches, device)
         result.history.append({"step": step, "tokens_seen": result.tokens_seen, "train_loss": train_loss, "val_loss": val_loss})
+        if keep_best and val_loss < best["loss"]:
+            best.update(loss=val_loss, step=step, state={k: v.detach().clone() for k, v in model.state_dict().items()})
         result.eval_seconds += time.perf_counter() - eval_start
         milliseconds = 1000 * result.train_seconds / max(1, step)
         progress.write(f"step {step:5d} | train loss {train_loss:.4f} | val loss {val_loss:.4f} | {milliseconds:.1f} ms/step")
@@ -163,6 +183,12 @@ def train(model, train_data: torch.Tensor, val_data: torch.Tensor, config: Train
     progress.close()
     if not all(torch.isfinite(p).all() for p in model.parameters() if p.requires_grad):
         raise UserError(f"{description}: the weights became NaN or infinite (training diverged); nothing was saved; lower --lr")
+    if keep_best and best["state"] is not None:
+        model.load_state_dict(best["state"])
+        result.best_step = best["step"]
+        progress.write(f"{description}: kept the weights of step {best['step']} (lowest validation loss, {best['loss']:.4f})")
+    elif note := overfitting_note(result.history):
+        progress.write(f"warning: {description}: {note}")
     result.wall_seconds = time.perf_counter() - wall_start
     result.tokens_per_second = result.tokens_seen / max(result.train_seconds, 1e-9)
     result.trainable_state_bytes = trainable_state_bytes(model, optimizer)

@@ -104,7 +104,7 @@ def pipeline(tmp_path_factory):
                             "--eval-interval", "4", "--batch-size", "8", "--no-progress"]),
         ("train_finetune", ["--pretrained", pretrained, "--out", results, *FINETUNE_DATA_FLAGS, "--steps", "8",
                             "--eval-interval", "4", "--batch-size", "8", "--no-progress", "--method", "variants"]),
-        ("compare", ["--pretrained", pretrained, "--results", results, *FINETUNE_DATA_FLAGS,
+        ("compare", ["--pretrained", pretrained, "--results", results,  # no data flags: the corpora the results record
                      "--latency-tokens", "4", "--latency-repeats", "2", "--no-progress"]),
     ):
         status, out, err = run_in_process(script, args, cwd=root)  # another cwd: no reliance on relative default paths

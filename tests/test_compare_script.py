@@ -71,3 +71,23 @@ def test_a_damaged_metrics_file_is_a_one_line_error(pipeline, tmp_path, monkeypa
     status, _, err = run_main("compare", ["--pretrained", pipeline["pretrained"], "--results", copy, *FINETUNE_DATA_FLAGS],
                               monkeypatch, capsys)
     assert_one_line_error(status, err, "metrics.json is corrupted", "trainable_state_bytes")
+
+
+def test_a_tampered_variants_section_or_a_variant_from_another_run_is_one_line(pipeline, tmp_path, monkeypatch, capsys):
+    import shutil
+
+    copy = tmp_path / "results"
+    shutil.copytree(pipeline["results"], copy)
+    original = (copy / "metrics.json").read_text()
+    for tamper, fragment in ((lambda m: m["variants"]["dora"].update(history="x"), "variants"),
+                             (lambda m: m["variants"].update(mystery={}), "variants")):
+        metrics = json.loads(original)
+        tamper(metrics)
+        (copy / "metrics.json").write_text(json.dumps(metrics))
+        status, _, err = run_main("compare", ["--pretrained", pipeline["pretrained"], "--results", copy], monkeypatch, capsys)
+        assert_one_line_error(status, err, "metrics.json is corrupted", fragment)
+    (copy / "metrics.json").write_text(original)
+    run_file = copy / "variants" / "dora" / "adapter" / "run.json"
+    run_file.write_text(json.dumps({**json.loads(run_file.read_text()), "run_id": "another-run"}))
+    status, _, err = run_main("compare", ["--pretrained", pipeline["pretrained"], "--results", copy], monkeypatch, capsys)
+    assert_one_line_error(status, err, "mix runs", "variants/dora/adapter/", "--method variants")

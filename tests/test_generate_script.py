@@ -36,10 +36,12 @@ def adapter_flags(two_adapters):
 def test_a_named_adapter_is_saved_by_name_and_leaves_the_default_results_alone(two_adapters):
     results = two_adapters["results"]
     assert {p.name for p in (results / "adapters" / "sport").iterdir()} == {
-        "lora_weights.pt", "embedding_weights.pt", "lora_config.json", "tokenizer.json", "run.json"}
-    assert (results / "merged" / "sport" / "model.pt").is_file()
+        "lora_weights.pt", "embedding_weights.pt", "lora_config.json", "tokenizer.json", "run.json", "merged", "metrics.json"}
+    assert (results / "adapters" / "sport" / "merged" / "model.pt").is_file()
     assert (results / "metrics.json").read_bytes() == two_adapters["metrics_before"]
-    assert "tennis" in json.loads((results / "adapters" / "sport.metrics.json").read_text())["new_words"]
+    assert "tennis" in json.loads((results / "adapters" / "sport" / "metrics.json").read_text())["new_words"]
+    run_ids = {json.loads((results / "adapters" / "sport" / d / "run.json").read_text())["run_id"] for d in (".", "merged")}
+    assert len(run_ids) == 1  # one run, one directory
 
 
 def test_generate_prints_every_model_side_by_side(two_adapters, monkeypatch, capsys):
@@ -113,3 +115,23 @@ def test_compare_adapters_writes_the_table_and_timings(two_adapters, monkeypatch
     assert all(0 < row[d]["val_loss"] < 20 for row in result["table"].values() for d in row)
     assert set(result["switching_seconds"]) == {"swap_in_memory", "load_adapter_directory", "load_merged_model"}
     assert "ramen" in result["shared_words"]["sport"]
+
+
+def test_compare_adapters_defaults_to_the_adapters_and_corpora_the_results_record(two_adapters, monkeypatch, capsys):
+    results = two_adapters["results"]
+    status, out, err = run_main("compare_adapters", ["--pretrained", two_adapters["pretrained"], "--results", results,
+                                                     "--repeats", "1"], monkeypatch, capsys)
+    assert status == 0, err
+    result = json.loads((results / "adapters_comparison.json").read_text())
+    assert list(result["table"]) == ["base", "cooking", "sport", "mix cooking=0.5,sport=0.5"]  # cooking: lora_adapter's corpus
+    assert set(result["table"]["base"]) == {"pretraining", "cooking", "sport"}
+    assert result["table"]["cooking"]["sport"]["probe_accuracy"] is not None  # probes found beside each recorded corpus
+
+
+@pytest.mark.parametrize("variant", ["rslora", "dora", "qlora"])
+def test_generate_serves_each_variant_adapter_of_a_real_run(pipeline, monkeypatch, capsys, variant):
+    adapter = pipeline["results"] / "variants" / variant / "adapter"
+    status, out, err = run_main("generate", ["--pretrained", pipeline["pretrained"], "--adapter", f"v={adapter}",
+                                             "--prompt", "the capital of france is", "--max-new-tokens", "4"], monkeypatch, capsys)
+    assert status == 0, err
+    assert "  v  " in out

@@ -201,3 +201,34 @@ def test_lora_on_an_nf4_base_trains_without_touching_the_codes_and_merges_to_flo
     merged = merge_qlora(layer)
     assert type(merged) is nn.Linear
     assert torch.allclose(merged(x), layer(x), atol=1e-5)
+
+
+def reference_nf4(weight: torch.Tensor, block_size: int) -> torch.Tensor:
+    """An independent block-wise absmax NF4 round trip in float64, written for this test from the paper's section 3:
+    every block of `block_size` consecutive weights (row-major) is divided by its own max |w|, each value goes to the
+    nearest published level, and is scaled back. No code of lora/nf4.py is used."""
+    levels = torch.tensor(PUBLISHED_NF4, dtype=torch.float64)
+    flat = weight.detach().double().reshape(-1)
+    out = torch.empty_like(flat)
+    for start in range(0, flat.numel(), block_size):
+        block = flat[start:start + block_size]
+        absmax = block.abs().max()
+        normalized = block / absmax if absmax > 0 else block
+        nearest = (normalized[:, None] - levels[None, :]).abs().argmin(dim=1)
+        out[start:start + block_size] = levels[nearest] * absmax
+    return out.reshape(weight.shape)
+
+
+@pytest.mark.parametrize("block_size", [2, 8, 16, 64, 256])
+def test_nf4_at_each_block_size_matches_an_independent_reference(block_size):
+    torch.manual_seed(block_size)
+    linear = nn.Linear(48, 32)
+    with torch.no_grad():  # magnitudes that differ from weight to weight: every block gets its own absmax
+        linear.weight.copy_(torch.randn(32, 48) * torch.exp(2 * torch.randn(32, 48)))
+    layer = NF4Linear.from_linear(linear, block_size=block_size, double_quant=False)
+    expected = reference_nf4(linear.weight, block_size)
+    got = layer.dequantized_weight().double()
+    # float32 level values and scales against float64: equal up to float32 rounding of the product
+    assert torch.allclose(got, expected, rtol=1e-6, atol=0), f"block size {block_size}"
+    other = reference_nf4(linear.weight, 2 * block_size if block_size < 256 else block_size // 2)
+    assert not torch.allclose(got, other, rtol=1e-6, atol=0)  # the block size matters for this weight

@@ -78,3 +78,49 @@ def test_a_dora_or_qlora_adapter_is_not_exported_as_plain_lora(tmp_path):
         with pytest.raises(UserError, match=f"is a {name} adapter"):
             export_peft(tmp_path / name, tmp_path / f"{name}_peft")
         assert not (tmp_path / f"{name}_peft").exists()
+
+
+def test_rslora_survives_the_peft_export_and_import(tmp_path):
+    rslora = LoRAConfig(r=4, lora_alpha=4, target_modules=["q_proj", "v_proj"], use_rslora=True)  # scaling 2, not 1
+    save_model_dir(tmp_path / "base", tiny_model(vocab_size=50), WordTokenizer(BASE_WORDS))
+    make_adapter(tmp_path, "rs", ["risotto"], rslora, 3)
+    export_peft(tmp_path / "rs", tmp_path / "peft", use_safetensors=False)
+    assert json.loads((tmp_path / "peft" / PEFT_CONFIG).read_text())["use_rslora"] is True
+    import_peft(tmp_path / "peft", tmp_path / "back", tmp_path / "base")
+    original, _, config = load_adapter(tmp_path / "rs", tmp_path / "base")
+    back, _, back_config = load_adapter(tmp_path / "back", tmp_path / "base")
+    assert back_config.use_rslora and back_config.scaling == config.scaling == 2.0
+    idx = torch.randint(51, (2, 10))
+    assert torch.equal(original(idx)[0], back(idx)[0])
+
+
+@pytest.mark.parametrize("change, fragment", [
+    (lambda s: s.update(r=3), "rank 2, the config says r=3"),
+    (lambda s: s.update(target_modules="q_proj"), "target_modules must be a list"),
+    (lambda s: s.update(target_modules=["q_proj", "v_proj", "k_proj"]), "no tensor adapts it"),
+    (lambda s: s.update(target_modules=["q_proj"]), "is not one of the target_modules"),
+])
+def test_from_peft_refuses_a_config_that_disagrees_with_the_tensors(exported, change, fragment):
+    settings = json.loads((exported / "peft" / PEFT_CONFIG).read_text())
+    change(settings)
+    (exported / "peft" / PEFT_CONFIG).write_text(json.dumps(settings))
+    with pytest.raises(UserError, match=fragment):
+        import_peft(exported / "peft", exported / "back", exported / "base")
+    assert not (exported / "back").exists()
+
+
+def test_from_peft_refuses_wrong_rows_or_vocabulary_and_non_dict_tensor_files(exported):
+    rows = torch.load(exported / "peft" / "new_token_rows.pt", weights_only=True)
+    torch.save({"token_ids": rows["token_ids"], "rows": rows["rows"][:1]}, exported / "peft" / "new_token_rows.pt")
+    with pytest.raises(UserError, match="one row per new word"):
+        import_peft(exported / "peft", exported / "back", exported / "base")
+    torch.save([torch.zeros(2)], exported / "peft" / PEFT_BIN)
+    with pytest.raises(UserError, match="must be a dictionary"):
+        import_peft(exported / "peft", exported / "back", exported / "base")
+
+
+def test_from_peft_loads_the_result_onto_the_base_before_reporting_success(exported, tmp_path):
+    save_model_dir(tmp_path / "other_base", tiny_model(vocab_size=50, seed=1), WordTokenizer(BASE_WORDS))
+    with pytest.raises(UserError, match="different base model"):
+        import_peft(exported / "peft", exported / "back", tmp_path / "other_base")
+    assert not (exported / "back").exists()

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from conftest import FINETUNE_DATA_FLAGS, assert_one_line_error, run_main, tiny_model
+from conftest import DATA, FINETUNE_DATA_FLAGS, assert_one_line_error, run_main, tiny_model
 from experiment.training.replay import mixed_batch_drawer, replay_windows
 from minigpt.io import UserError
 from minigpt.training import TrainConfig, train
@@ -54,3 +54,43 @@ def test_train_draws_every_training_batch_from_the_hook():
 def test_train_finetune_refuses_a_replay_fraction_outside_0_1(tmp_path, monkeypatch, capsys, value):
     status, _, err = run_main("train_finetune", ["--replay", value, "--pretrained", tmp_path, *FINETUNE_DATA_FLAGS], monkeypatch, capsys)
     assert_one_line_error(status, err, "--replay")
+
+
+def test_replay_reaches_the_training_loop_of_a_real_run(pipeline, tmp_path, monkeypatch, capsys):
+    """train_finetune.py --replay 0.25 with batch 8: two of every batch's eight windows come from the pretraining corpus."""
+    import experiment.training.finetuning as finetuning
+    from minigpt.data import encode_documents, read_corpus, split_documents, split_train_val
+    from minigpt.tokenizer import WordTokenizer
+    seen, real_train = [], finetuning.train
+
+    def recording_train(*args, **kwargs):
+        draw = args[8] if len(args) > 8 else kwargs.get("draw_batch")
+        if draw is not None:
+            def recording_draw(generator):
+                x, y = draw(generator)
+                seen.append(x.clone())
+                return x, y
+            args = (*args[:8], recording_draw, *args[9:])
+        return real_train(*args, **kwargs)
+
+    monkeypatch.setattr(finetuning, "train", recording_train)
+    status, _, err = run_main("train_finetune", ["--pretrained", pipeline["pretrained"], "--out", tmp_path / "out", *FINETUNE_DATA_FLAGS,
+                                                 "--method", "lora", "--steps", "3", "--eval-interval", "3", "--batch-size", "8",
+                                                 "--replay", "0.25", "--no-progress"], monkeypatch, capsys)
+    assert status == 0, err
+    assert len(seen) == 3, "the replay batch drawer never reached the training loop"
+    tokenizer = WordTokenizer.load(tmp_path / "out" / "lora_adapter" / "tokenizer.json")
+    block = seen[0].shape[1]
+
+    def windows(path) -> set:
+        ids = encode_documents(split_train_val(split_documents(read_corpus(path)))[0], tokenizer).tolist()
+        return {tuple(ids[i:i + block]) for i in range(len(ids) - block)}
+
+    old, new = windows(DATA / "pretrain.txt"), windows(DATA / "cooking.txt")
+    rows = [tuple(row) for x in seen for row in x.tolist()]
+    assert all(row in old or row in new for row in rows)  # every window is one of the two corpora's
+    only_old = sum(row in old and row not in new for row in rows)
+    both = sum(row in old and row in new for row in rows)  # a window both corpora contain: origin unknown
+    assert abs(only_old / len(rows) - 0.25) <= both / len(rows)  # measured: round(0.25 * 8) = 2 of every 8 windows
+    assert only_old > 0
+    assert all(tuple(row) in old for x in seen for row in x.tolist()[6:])  # the drawer appends the replayed windows

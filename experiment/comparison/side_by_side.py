@@ -15,10 +15,11 @@ import torch
 from tqdm.auto import tqdm
 
 from experiment.training.adapter import load_adapter
-from experiment.training.data import prepare_finetune_data, resolve_data_paths
+from experiment.training.data import prepare_finetune_data, recorded_finetune_corpus, resolve_data_paths
 from experiment.training.finetuning import ARTIFACT_DIRECTORIES, check_record
 from experiment.comparison.measure import comparison_row, directory_bytes, milliseconds_per_token, raw_tensor_bytes
 from experiment.training.methods import METHODS, grow_vocabulary
+from experiment.training.variants import VARIANTS
 from experiment.training.new_token_rows import join_new_token_rows
 from experiment.plots import plot_forgetting_vs_learning, plot_latency, plot_loss_curves, plot_parameter_counts, plot_storage
 from experiment.comparison.report import comparison_markdown
@@ -26,10 +27,12 @@ from experiment.comparison.variant_rows import compare_variants
 from lora import lora_matrix_savings, merge_lora
 from minigpt.checkpoint import load_model_dir, model_fingerprint, read_run_info
 from minigpt.device import choose_device
-from minigpt.evaluation import complete, note_unknown_prompt_words
-from minigpt.io import UserError, apply_threads, atomic_write_text, read_text_file, recover_directory
+from minigpt.evaluation import complete, note_unknown_prompt_words, prompts_for
+from minigpt.io import UserError, apply_threads, atomic_write_text, read_json_file, recover_directory
 
 RUN_FINETUNE = "run python train_finetune.py first"
+
+DEFAULT_PROMPTS = ["risotto is made with", "the capital of france is"]  # one new-domain, one pretraining prompt
 
 
 def load_everything(args, device):
@@ -41,7 +44,7 @@ def load_everything(args, device):
     if not metrics_file.is_file():
         raise UserError(f"{metrics_file} does not exist; {RUN_FINETUNE}")
     try:
-        metrics = json.loads(read_text_file(metrics_file, "metrics file"))
+        metrics = read_json_file(metrics_file, "metrics file")
         missing = [name for name in METHODS if name not in metrics["methods"]]
         if missing:
             raise UserError(f"{metrics_file} has no results for {', '.join(missing)}; run python train_finetune.py --method all")
@@ -72,20 +75,30 @@ def check_metrics(metrics: dict) -> None:
         check_record(name, metrics["methods"][name])
     if len({(metrics["methods"][n]["steps"], metrics["methods"][n]["batch_size"]) for n in METHODS}) != 1:
         raise ValueError("steps and batch size, which differ between methods")
+    variants = metrics.get("variants", {})
+    if not isinstance(variants, dict) or not set(variants) <= set(VARIANTS):
+        raise ValueError(f"variants (an object with some of {', '.join(VARIANTS)})")
+    for name, record in variants.items():
+        check_record("lora", record)  # a variant's record is a LoRA run's
+        if not isinstance(record.get("quantization", {}), dict):
+            raise ValueError(f"variants.{name}.quantization")
 
 
 def check_run_ids(results: Path, metrics: dict) -> None:
     """Every artifact must come from the run metrics.json records for its method: never a mix of two runs."""
-    for name in METHODS:
-        expected = metrics["methods"][name]["run_id"]
-        for directory in ARTIFACT_DIRECTORIES[name]:
+    records = {**{name: metrics["methods"][name] for name in METHODS}, **metrics.get("variants", {})}
+    for name, record in records.items():  # the variants too: variants/dora/ from another run is refused
+        expected = record["run_id"]
+        subdirectories = ("adapter", "merged") if name in VARIANTS else ("",)
+        for directory in [f"{d}/{sub}".rstrip("/") for d in ARTIFACT_DIRECTORIES[name] for sub in subdirectories]:
             if not (results / directory).is_dir():
                 continue  # loading names the missing directory
             found = (read_run_info(results / directory) or {}).get("run_id")
             if found != expected:
                 raise UserError(
                     f"the results in {results} mix runs: {directory}/ comes from run {found or '(none recorded)'} but metrics.json "
-                    f"records run {expected} for {name}; {RUN_FINETUNE} --method {name} (or all) again")
+                    f"records run {expected} for {name}; {RUN_FINETUNE} --method "
+                    f"{'variants' if name in VARIANTS else name + ' (or all)'} again")
 
 
 def merge_tolerance(check: dict) -> float:
@@ -136,10 +149,16 @@ def run_comparison(args) -> dict:
     device = choose_device(args.device)
     results = Path(args.results)
     models, tokenizer, base_tokenizer, metrics, lora_config = load_everything(args, device)
+    given_data = args.data is not None
+    if not given_data:
+        args.data = recorded_finetune_corpus(metrics, results)  # the user's own corpus, as the results record it
     resolve_data_paths(args, args.pretrained)
     data = prepare_finetune_data(base_tokenizer, args.data, args.probes, args.pretrain_corpus, args.pretrain_probes,
                                  models["LoRA merged"].config.block_size)
     if data.tokenizer.id_to_token != tokenizer.id_to_token:
+        if given_data:
+            raise UserError(f"--data {args.data} is not the corpus the results in {results} were fine-tuned on; "
+                            "leave --data out to use the corpus they record")
         raise UserError(f"{args.data} is not the corpus the results in {results} were fine-tuned on; {RUN_FINETUNE}")
 
     print(f"evaluating {len(models)} models on {len(data.splits.val):,} new-domain and {len(data.pretrain_val):,} pretraining validation tokens")
@@ -157,7 +176,7 @@ def run_comparison(args) -> dict:
     timed = {"base": models["pretrained base"], "LoRA unmerged": models["LoRA adapter (unmerged)"], "LoRA merged": models["LoRA merged"]}
     latency = milliseconds_per_token(timed, prompt_ids, args.latency_tokens, args.latency_repeats, device)
 
-    prompts = args.prompt
+    prompts = args.prompt or prompts_for(tokenizer, DEFAULT_PROMPTS, data.splits.val_documents[:1] + list(data.pretrain_val_documents[:1]))
     if note := note_unknown_prompt_words(tokenizer, prompts):
         print(note)
     generations = {prompt: {name: complete(model, tokenizer, prompt, 16, device) for name, model in models.items()} for prompt in prompts}

@@ -25,7 +25,32 @@ from experiment.serving.server import AdapterServer
 from minigpt.checkpoint import load_model_dir
 from minigpt.data import encode_documents, read_corpus, split_documents, split_train_val
 from minigpt.evaluation import load_probes, probe_accuracy, stream_loss
-from minigpt.io import UserError, atomic_write_text
+from experiment.training.data import recorded_finetune_corpus
+from minigpt.io import UserError, atomic_write_text, read_json_file
+
+
+def recorded_adapters(results) -> dict[str, tuple[Path, str]]:
+    """{name: (adapter directory, the corpus it was fine-tuned on)} for lora_adapter/ and every adapters/NAME/ of a
+    results folder, from what its metrics files record; named after the corpus (cooking.txt -> cooking) or NAME."""
+    results = Path(results)
+    found = {}
+    candidates = [(results / "lora_adapter", results / "metrics.json", None)]
+    if (results / "adapters").is_dir():
+        candidates += [(d, d / "metrics.json", d.name) for d in sorted((results / "adapters").iterdir())
+                       if d.is_dir() and not d.name.startswith(".")]
+    for path, metrics_file, name in candidates:
+        if not path.is_dir() or not metrics_file.is_file():
+            continue
+        try:
+            corpus = recorded_finetune_corpus(read_json_file(metrics_file, "metrics file"), results)
+        except ValueError as error:
+            raise UserError(f"{metrics_file} is corrupted ({error}); run python train_finetune.py again") from None
+        name = name or Path(corpus).stem
+        found[name if name not in found and name.isidentifier() else f"adapter{len(found) + 1}"] = (path, corpus)
+    if len(found) < 2:
+        raise UserError(f"{results} records {len(found)} adapter(s); compare_adapters.py needs two: train a second one with "
+                        "python train_finetune.py --method lora --data YOUR_TEXT --adapter-name NAME, or pass --adapter and --domain")
+    return found
 
 
 def spread(values: list[float]) -> dict:
@@ -40,13 +65,13 @@ def validation_ids(server: AdapterServer, corpus: str) -> torch.Tensor:
 
 def measure_table(server: AdapterServer, domains: dict[str, tuple[str, str]], models: dict[str, dict], device) -> dict:
     """{model label: {domain: {"val_loss", "probe_accuracy"}}}; models maps a label to adapter weights ({} = base)."""
-    data = {name: (validation_ids(server, corpus), load_probes(probes)) for name, (corpus, probes) in domains.items()}
+    data = {name: (validation_ids(server, corpus), load_probes(probes) if probes else []) for name, (corpus, probes) in domains.items()}
     table = {}
     for label, weights in models.items():
         server.mix(weights)
         row = {}
         for domain, (ids, probes) in data.items():
-            accuracy, _ = probe_accuracy(server.model, server.tokenizer, probes, device)
+            accuracy = probe_accuracy(server.model, server.tokenizer, probes, device)[0] if probes else None  # a corpus without probes
             row[domain] = {"val_loss": stream_loss(server.model, server.known_ids(ids), device), "probe_accuracy": accuracy}
         table[label] = row
     server.use(None)
@@ -124,7 +149,8 @@ def markdown(result: dict) -> str:
     lines = ["| model | " + " | ".join(f"{d} val loss | {d} probes" for d in domains) + " |",
              "|---|" + "---|---|" * len(domains)]
     for label, row in result["table"].items():
-        lines.append(f"| {label} | " + " | ".join(f"{row[d]['val_loss']:.3f} | {row[d]['probe_accuracy']:.0%}" for d in domains) + " |")
+        lines.append(f"| {label} | " + " | ".join(f"{row[d]['val_loss']:.3f} | " + (f"{row[d]['probe_accuracy']:.0%}" if row[d]['probe_accuracy']
+                                                                                    is not None else "-") for d in domains) + " |")
     lines += ["", "| operation | median | interquartile range |", "|---|---|---|"]
     for label, s in result["switching_seconds"].items():
         lines.append(f"| {label.replace('_', ' ')} | {s['median'] * 1e3:.3f} ms | {s['q1'] * 1e3:.3f} to {s['q3'] * 1e3:.3f} ms |")

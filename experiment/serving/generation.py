@@ -5,10 +5,14 @@
 adapter name, a mix ("cooking=0.5,sport=0.5") or a merged model's name.
 Switching between the base, adapters and mixes moves no weights
 (experiment/serving/server.py); a merged model is a separate plain MiniGPT.
+A DoRA or QLoRA adapter is not an additive update on the float base, so the
+server cannot hold it; it is loaded on its own with load_adapter (DoRA's
+magnitudes, QLoRA's 4-bit base), served exactly as trained, and cannot be mixed.
 `interactive` reads prompts and short commands (:use, :none, :mix, :list, :quit).
 """
 
 import math
+import re
 import sys
 import time
 from pathlib import Path
@@ -16,7 +20,12 @@ from pathlib import Path
 import torch
 
 from experiment.serving.server import AdapterServer
-from minigpt.checkpoint import load_model_dir
+from experiment.training.adapter import load_adapter, read_adapter_config
+from lora import LoRAConfig, LoRAError
+from lora.multi_adapter import check_mixable
+from minigpt.checkpoint import load_model_dir, read_run_info
+from minigpt.data import read_corpus, split_documents, split_train_val
+from minigpt.evaluation import prompts_for
 from minigpt.device import choose_device
 from minigpt.io import UserError
 from minigpt.tokenizer import split_words
@@ -32,17 +41,23 @@ def parse_named_path(text: str, flag: str) -> tuple[str, Path]:
 
 
 def parse_mix(text: str) -> dict[str, float]:
-    """"cooking=0.5,sport=0.5" -> {"cooking": 0.5, "sport": 0.5}; a UserError naming the first bad part."""
+    """"cooking=0.5,sport=0.5" (or "cooking=0.5 sport=0.5") -> {"cooking": 0.5, "sport": 0.5}; a UserError naming the first bad part."""
     weights = {}
-    for part in [p.strip() for p in text.split(",") if p.strip()]:
+    for part in re.split(r"[,\s]+", re.sub(r"\s*=\s*", "=", text.strip())):
+        if not part:
+            continue
         name, sep, value = part.partition("=")
         try:
             weight = float(value)
         except ValueError:
             weight = None
-        if not sep or weight is None or not math.isfinite(weight):
-            raise UserError(f"mix part {part!r} needs a number after '=', e.g. cooking=0.5,sport=0.5")
-        weights[name.strip()] = weight
+        if not sep or not name or weight is None or not math.isfinite(weight):
+            raise UserError(f"mix part {part!r} needs a number after '=' (NAME=WEIGHT), e.g. cooking=0.5,sport=0.5")
+        if not 0 <= weight <= 1:  # 1 is the adapter exactly; above 1 extrapolates past what it learned and degenerates
+            raise UserError(f"mix weight {part!r} must be from 0 to 1 (1 is the adapter exactly), e.g. cooking=0.5,sport=0.5")
+        if name in weights:
+            raise UserError(f"adapter {name!r} appears twice in the mix {text!r}; give each adapter one weight")
+        weights[name] = weight
     if not weights:
         raise UserError("an empty mix; write NAME=WEIGHT pairs separated by commas, e.g. cooking=0.5,sport=0.5")
     return weights
@@ -51,15 +66,32 @@ def parse_mix(text: str) -> dict[str, float]:
 class ModelChoice:
     def __init__(self, pretrained, adapters: list[tuple[str, Path]], merged: list[tuple[str, Path]], device):
         self.server = AdapterServer.from_base_dir(pretrained, device)
+        self.merged = {}  # name -> (model, tokenizer): merged models and adapters served on their own
+        self.alone: set[str] = set()  # the DoRA and QLoRA adapters among them (they cannot be mixed)
         for name, path in adapters:
-            self.server.load(name, path)
-        self.merged = {}
+            if name in self.server.configs or name in self.merged or name == "base":
+                raise UserError(f"the name {name!r} is used twice; give every adapter and merged model its own name")
+            if self.mixable(path):
+                self.server.load(name, path)
+            else:  # DoRA or QLoRA: exactly the model it was trained as, on its own
+                model, tokenizer, _ = load_adapter(path, pretrained, device)
+                self.merged[name] = (model, tokenizer)
+                self.alone.add(name)
         for name, path in merged:
             if name in self.server.configs or name in self.merged or name == "base":
                 raise UserError(f"the name {name!r} is used twice; give every adapter and merged model its own name")
             self.merged[name] = load_model_dir(path, device, hint="pass a model directory, e.g. dist/finetuning_results/lora_merged")
         self.device = device
         self.selected = "base"
+
+    @staticmethod
+    def mixable(path: Path) -> bool:
+        """False for a DoRA or QLoRA adapter, which the shared float base cannot serve (check_mixable says why)."""
+        try:
+            check_mixable(LoRAConfig.from_dict(read_adapter_config(path)))
+        except LoRAError:
+            return False
+        return True
 
     @property
     def names(self) -> list[str]:
@@ -68,7 +100,12 @@ class ModelChoice:
     def select(self, choice: str) -> None:
         """"base", an adapter or merged model name, or a mix written NAME=WEIGHT,..."""
         if "=" in choice:
-            self.server.mix(parse_mix(choice))
+            weights = parse_mix(choice)
+            for name in weights:
+                if name in self.merged:
+                    kind = "a DoRA or QLoRA adapter, served on its own" if name in self.alone else "a merged model"
+                    raise UserError(f"{name!r} is {kind}; only plain LoRA, rsLoRA and LoRA+ adapters can be mixed")
+            self.server.mix(weights)
         elif choice == "base":
             self.server.use(None)
         elif choice in self.merged:
@@ -156,7 +193,7 @@ def interactive(choice: ModelChoice, args) -> None:
             elif line.startswith(":use "):
                 choice.select(line[5:].strip())
             elif line.startswith(":mix "):
-                choice.select(line[5:].replace(" ", ""))
+                choice.select(line[5:].strip())
             elif line.startswith(":"):
                 raise UserError(f"unknown command {line.split()[0]!r}; the commands are {COMMANDS}")
             else:
@@ -167,14 +204,25 @@ def interactive(choice: ModelChoice, args) -> None:
             print(f"error: {error}", file=sys.stderr)
 
 
-def run_generation(args) -> None:
+def own_text_prompts(choice: ModelChoice, pretrained, defaults: list[str]) -> list[str]:
+    """`defaults` if the loaded models know their words, else openings of the base's own validation documents
+    (the corpus its run.json records): a user's own corpus gets prompts in its own words, not <unk>."""
+    recorded = (read_run_info(pretrained) or {}).get("corpus")
+    documents = []
+    if isinstance(recorded, dict) and isinstance(recorded.get("path"), str) and Path(recorded["path"]).is_file():
+        documents = split_train_val(split_documents(read_corpus(recorded["path"])))[1]
+    return prompts_for(choice.server.tokenizer, defaults, documents, count=3)
+
+
+def run_generation(args, default_prompts: list[str] = ()) -> None:
     adapters = [parse_named_path(text, "--adapter") for text in args.adapter]
     merged = [parse_named_path(text, "--merged") for text in args.merged]
-    mixes = [text.replace(" ", "") for text in args.mix]
+    mixes = [text.strip() for text in args.mix]
     choice = ModelChoice(args.pretrained, adapters, merged, choose_device(args.device))
     for mix in mixes:
         choice.select(mix)  # check the mix now, before any output
     if args.interactive:
         interactive(choice, args)
     else:
-        side_by_side(choice, args.prompt, mixes, args)
+        prompts = args.prompt or own_text_prompts(choice, args.pretrained, list(default_prompts))
+        side_by_side(choice, prompts, mixes, args)

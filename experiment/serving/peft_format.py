@@ -24,7 +24,7 @@ import torch
 
 from experiment.training.adapter import EMBEDDING_WEIGHTS, LORA_CONFIG, LORA_WEIGHTS, TOKENIZER, read_adapter_config
 from lora import LoRAConfig, LoRAError, load_lora_weights
-from minigpt.io import UserError, load_tensor_file, read_text_file, write_directory_atomically
+from minigpt.io import UserError, load_tensor_file, read_json_file, read_text_file, write_directory_atomically
 from minigpt.tokenizer import WordTokenizer
 
 PEFT_CONFIG, PEFT_SAFETENSORS, PEFT_BIN = "adapter_config.json", "adapter_model.safetensors", "adapter_model.bin"
@@ -102,18 +102,24 @@ def export_peft(adapter_dir, out_dir, use_safetensors: bool | None = None) -> Pa
     return write_directory_atomically(out_dir, write_files)
 
 
-def import_peft(peft_dir, out_dir) -> Path:
-    """Turn a directory written by export_peft back into this project's adapter directory at `out_dir`."""
+def import_peft(peft_dir, out_dir, pretrained=None) -> Path:
+    """Turn a directory written by export_peft back into this project's adapter directory at `out_dir`.
+
+    Everything read is checked against everything written (rank, targets, shapes, vocabulary) and, given the
+    base model directory `pretrained`, the new adapter is loaded onto it before it replaces anything at `out_dir`.
+    """
     peft_dir = Path(peft_dir)
     redo = "export it again with python peft_convert.py to-peft"
     try:
-        settings = json.loads(read_text_file(peft_dir / PEFT_CONFIG, "PEFT config", redo))
-        info = json.loads(read_text_file(peft_dir / MINIGPT_INFO, "MiniGPT adapter info", redo))
+        settings = read_json_file(peft_dir / PEFT_CONFIG, "PEFT config", redo)
+        info = read_json_file(peft_dir / MINIGPT_INFO, "MiniGPT adapter info", redo)
         if settings.get("peft_type") != "LORA":
             raise ValueError(f"peft_type is {settings.get('peft_type')!r}, only LORA is supported")
         unsupported = [k for k in ("use_dora", "fan_in_fan_out") if settings.get(k)]
         if unsupported or settings.get("bias", "none") != "none":
             raise ValueError(f"settings this project does not implement: {unsupported or ['bias']}")
+        if not isinstance(settings.get("target_modules"), list):  # PEFT reads a string as a regular expression
+            raise ValueError(f"target_modules must be a list of layer names, got {settings.get('target_modules')!r}")
         init = "gaussian" if settings.get("init_lora_weights") == "gaussian" else "kaiming"
         config = LoRAConfig(r=settings["r"], lora_alpha=settings["lora_alpha"], lora_dropout=settings.get("lora_dropout", 0.0),
                             target_modules=list(settings["target_modules"]), init_lora_weights=init,
@@ -123,16 +129,56 @@ def import_peft(peft_dir, out_dir) -> Path:
     except (ValueError, KeyError, TypeError, AttributeError) as error:
         raise UserError(f"{peft_dir} is not a MiniGPT LoRA export ({error}); {redo}") from None
     tensors = _load_tensors(peft_dir, PEFT_SAFETENSORS, PEFT_BIN, "PEFT adapter")
-    if not all(key.startswith(PREFIX) for key in tensors):
-        raise UserError(f"{peft_dir}: every tensor key must start with {PREFIX!r}; {redo}")
+    if not isinstance(tensors, dict) or not all(isinstance(k, str) and k.startswith(PREFIX) for k in tensors):
+        raise UserError(f"{peft_dir}: the adapter tensors must be a dictionary whose keys start with {PREFIX!r}; {redo}")
     weights = {key[len(PREFIX):]: value for key, value in tensors.items()}
     rows = _load_tensors(peft_dir, ROWS_SAFETENSORS, ROWS_PT, "new word rows")
     tokenizer = WordTokenizer.load(peft_dir / TOKENIZER)
+    try:
+        check_imported(config, weights, rows, tokenizer, project_settings)
+    except (ValueError, KeyError, TypeError, AttributeError) as error:
+        raise UserError(f"{peft_dir} does not hold the adapter its config describes ({error}); {redo}") from None
 
     def write_files(directory: Path) -> None:
         torch.save(weights, directory / LORA_WEIGHTS)
         torch.save({"token_ids": rows["token_ids"], "rows": rows["rows"]}, directory / EMBEDDING_WEIGHTS)
         (directory / LORA_CONFIG).write_text(json.dumps(project_settings, indent=2) + "\n", encoding="utf-8")
         (directory / TOKENIZER).write_text(tokenizer.to_json(), encoding="utf-8")
+        if pretrained is not None:  # the written adapter must load onto its base before it replaces anything
+            from experiment.training.adapter import load_adapter
+            load_adapter(directory, pretrained)
 
     return write_directory_atomically(out_dir, write_files)
+
+
+def check_imported(config: LoRAConfig, weights: dict, rows, tokenizer: WordTokenizer, settings: dict) -> None:
+    """A ValueError naming the first disagreement between the config, the A and B tensors and the new vocabulary."""
+    layers = {}
+    for key, value in weights.items():
+        layer, sep, rest = key.rpartition(".lora_")
+        if not sep or rest not in ("A.weight", "B.weight") or not torch.is_tensor(value) or not value.is_floating_point() \
+                or value.dim() != 2:
+            raise ValueError(f"{key} is not a lora_A or lora_B weight matrix")
+        layers.setdefault(layer, {})[rest[0]] = value
+    if not layers:
+        raise ValueError("no lora_A or lora_B tensor")
+    for layer, pair in layers.items():
+        if set(pair) != {"A", "B"}:
+            raise ValueError(f"{layer} has lora_{''.join(pair)} without its partner")
+        if pair["A"].shape[0] != config.r or pair["B"].shape[1] != config.r:
+            raise ValueError(f"{layer}'s tensors have rank {pair['A'].shape[0]}, the config says r={config.r}")
+        if not any(layer == t or layer.endswith("." + t) for t in config.target_modules):
+            raise ValueError(f"{layer} is not one of the target_modules {config.target_modules}")
+    for target in config.target_modules:
+        if not any(layer == target or layer.endswith("." + target) for layer in layers):
+            raise ValueError(f"target_modules names {target!r} but no tensor adapts it")
+    if not isinstance(rows, dict) or set(rows) != {"token_ids", "rows"}:
+        raise ValueError("the new word rows must hold exactly token_ids and rows")
+    base_vocab, vocab = settings["base_vocab_size"], settings["vocab_size"]
+    if tokenizer.vocab_size != vocab:
+        raise ValueError(f"the tokenizer has {tokenizer.vocab_size} words, minigpt_adapter.json says vocab_size {vocab}")
+    ids, new_rows = rows["token_ids"], rows["rows"]
+    if not torch.is_tensor(ids) or ids.tolist() != list(range(base_vocab, vocab)):
+        raise ValueError(f"token_ids must be the new words' ids {base_vocab}..{vocab - 1}")
+    if not torch.is_tensor(new_rows) or not new_rows.is_floating_point() or new_rows.dim() != 2 or new_rows.shape[0] != vocab - base_vocab:
+        raise ValueError(f"rows must be a float matrix with one row per new word ({vocab - base_vocab})")

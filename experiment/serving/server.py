@@ -38,10 +38,12 @@ import torch.nn.functional as F
 from experiment.training.adapter import LORA_WEIGHTS, RERUN, check_adapter_fits_base, read_adapter_config
 from lora import (LoRAConfig, LoRAError, active_adapters, adapter_names, add_adapter, delete_adapter, load_lora_weights,
                   set_adapter_weights)
-from lora.multi_adapter import load_adapter_state_dict
+from lora.multi_adapter import check_mixable, load_adapter_state_dict
 from minigpt.checkpoint import load_model_dir, model_fingerprint
 from minigpt.io import UserError
 from minigpt.tokenizer import WordTokenizer, split_words
+
+MAX_MIX_WEIGHT = 10.0  # far beyond 1 an update swamps the base; 1e300 overflows the logits to NaN
 
 
 class AdapterVocabulary(nn.Module):
@@ -120,7 +122,11 @@ class AdapterHead(nn.Module):
 
 
 class AdapterServer:
-    """One frozen MiniGPT base and named adapters loaded from their directories."""
+    """One frozen MiniGPT base and named adapters loaded from their directories.
+
+    Plain LoRA, rsLoRA and LoRA+ adapters only: DoRA and QLoRA adapters are
+    refused in one line (lora/multi_adapter.py, check_mixable, says why).
+    """
 
     def __init__(self, base, base_tokenizer: WordTokenizer, base_name: str = "base model"):
         self.base_fingerprint = model_fingerprint(base)
@@ -154,6 +160,10 @@ class AdapterServer:
             raise UserError(f"an adapter named {name!r} is already loaded; give each adapter its own name")
         settings = read_adapter_config(path)
         config = LoRAConfig.from_dict(settings)
+        try:
+            check_mixable(config)  # DoRA and QLoRA are not additive updates on this float base: refused, never served wrong
+        except LoRAError as error:
+            raise UserError(f"adapter {path}: {error} (generate.py does that by itself)") from None
         tokenizer, rows = check_adapter_fits_base(path, settings, self.base_fingerprint, self.model.config.n_embd,
                                                   self.base_tokenizer, self.base_name)
         device = self.vocabulary.base_rows.device
@@ -183,8 +193,8 @@ class AdapterServer:
         """Activate sum_i w_i (alpha_i/r_i) B_i A_i and the weighted new rows; {} is the base model."""
         for name, weight in weights.items():
             self.check_name(name)
-            if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not weight >= 0 or weight == float("inf"):
-                raise UserError(f"the weight of adapter {name!r} must be a finite number of at least 0, got {weight!r}")
+            if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not 0 <= weight <= MAX_MIX_WEIGHT:
+                raise UserError(f"the weight of adapter {name!r} must be a finite number from 0 to {MAX_MIX_WEIGHT:g}, got {weight!r}")
         if weights and not sum(weights.values()) > 0:
             raise UserError("the adapter weights add up to 0; give at least one adapter a positive weight")
         set_adapter_weights(self.model, dict(weights))

@@ -32,7 +32,7 @@ from lora import LoRAConfig, LoRALinear
 from lora.config import DEFAULT_TARGETS
 from minigpt.checkpoint import load_model_dir, model_fingerprint
 from minigpt.device import choose_device
-from minigpt.io import UserError, atomic_write_text, check_input_file
+from minigpt.io import UserError, atomic_write_text, check_input_file, read_json_file, require_number
 
 STUDY_METHODS = {**METHODS, "rows": NEW_ROWS}
 # Per-run figures summarised over seeds: (key, label in tables).
@@ -165,7 +165,7 @@ def run_grid(study: str, grid: list[RunSettings], context: StudyContext, show_pr
         cached = [runs_dir / f"{key}.json", *sorted(context.out.glob(f"*/runs/{key}.json"))]
         found = next((path for path in cached if path.is_file()), None)
         if found is not None:
-            records[settings] = json.loads(found.read_text(encoding="utf-8"))
+            records[settings] = read_cached_run(found)
             if found.parent != runs_dir:  # made by another study: keep a copy here so this study stands alone
                 atomic_write_text(runs_dir / f"{key}.json", found.read_text(encoding="utf-8"))
         else:
@@ -180,6 +180,19 @@ def run_grid(study: str, grid: list[RunSettings], context: StudyContext, show_pr
         progress.update(1)
     progress.close()
     return [records[settings] for settings in dict.fromkeys(grid)]
+
+
+def read_cached_run(path: Path) -> dict:
+    """One run's record from the study cache, checked: a damaged or edited file is one line that says how to redo it."""
+    try:
+        record = read_json_file(path, "study cache file")
+        if not isinstance(record, dict) or not isinstance(record.get("settings"), dict) or not isinstance(record.get("label"), str):
+            raise ValueError("expected an object with settings and a label")
+        for name, _ in FIGURES:
+            require_number(record.get(name), name)
+    except (ValueError, UserError) as error:
+        raise UserError(f"study cache file {path} is damaged ({error}); delete it and that run is redone") from None
+    return record
 
 
 def summarize(values: list[float]) -> dict:

@@ -21,7 +21,7 @@ import torch
 from experiment.training.new_token_rows import SplitEmbedding, split_new_token_rows
 from lora import LoRAConfig, LoRAError, apply_lora, load_lora_state_dict, load_lora_weights, save_lora_weights
 from minigpt.checkpoint import RUN_FILE, load_model_dir, model_fingerprint
-from minigpt.io import UserError, load_tensor_file, read_text_file, recover_directory, write_directory_atomically
+from minigpt.io import UserError, load_tensor_file, read_json_file, recover_directory, write_directory_atomically
 from minigpt.tokenizer import WordTokenizer
 
 LORA_WEIGHTS, EMBEDDING_WEIGHTS, LORA_CONFIG, TOKENIZER = "lora_weights.pt", "embedding_weights.pt", "lora_config.json", "tokenizer.json"
@@ -31,8 +31,11 @@ RERUN = "re-run python train_finetune.py --method lora"
 
 
 def save_adapter(path, model, config: LoRAConfig, tokenizer: WordTokenizer, base_fingerprint: str, base_vocab_size: int,
-                 run_info: dict | None = None):
-    """Write the adapter directory atomically. `model` carries LoRA layers and split embedding rows."""
+                 run_info: dict | None = None, extra_files=None):
+    """Write the adapter directory atomically. `model` carries LoRA layers and split embedding rows.
+
+    `extra_files` ({name: write(path)}) go into the same directory, in the same swap (a named adapter's merged
+    model and metrics: one directory, never a mix of two runs)."""
     if not isinstance(model.token_embedding, SplitEmbedding):
         raise ValueError("expected the new word rows to be split off (split_new_token_rows)")
     new_rows = model.token_embedding.new_rows.detach().cpu().clone()
@@ -52,6 +55,8 @@ def save_adapter(path, model, config: LoRAConfig, tokenizer: WordTokenizer, base
         (directory / TOKENIZER).write_text(tokenizer.to_json(), encoding="utf-8")
         if run_info is not None:  # which run wrote it: compare.py refuses a results folder mixing runs
             (directory / RUN_FILE).write_text(json.dumps(run_info, indent=2) + "\n", encoding="utf-8")
+        for name, write in (extra_files or {}).items():
+            write(directory / name)
 
     return write_directory_atomically(path, write_files)
 
@@ -65,7 +70,7 @@ def read_adapter_config(path) -> dict:
         if not (path / name).is_file():
             raise UserError(f"adapter directory {path} is missing {name}; {RERUN}")
     try:
-        settings = json.loads(read_text_file(path / LORA_CONFIG, "adapter config"))
+        settings = read_json_file(path / LORA_CONFIG, "adapter config")
         LoRAConfig.from_dict(settings)
         if not isinstance(settings.get("base_model_fingerprint"), str):
             raise ValueError("base_model_fingerprint must be a string")

@@ -39,6 +39,24 @@ def default_probes(corpus: str | Path, probes: str | None, flag: str) -> tuple[s
     return None, f"note: no probe file for {corpus} ({beside.name} beside it, or {flag}); knowledge probes are skipped"
 
 
+def recorded_pretrain_corpus(base_path: str | Path) -> str:
+    """The corpus the base was pretrained on, as its run.json records it (checked by SHA-256); a UserError naming
+    --pretrain-corpus if it is gone or changed; data/pretrain.txt, with a note, for a base that records none."""
+    recorded = (read_run_info(base_path) or {}).get("corpus")
+    if isinstance(recorded, dict) and isinstance(recorded.get("path"), str):
+        path = Path(recorded["path"])
+        if not path.is_file():
+            raise UserError(f"{base_path} was pretrained on {path}, which no longer exists; "
+                            "pass that corpus with --pretrain-corpus to measure forgetting")
+        if file_sha256(path) != recorded.get("sha256"):
+            raise UserError(f"{path} has changed since {base_path} was pretrained on it (SHA-256 differs); "
+                            "pass the original corpus with --pretrain-corpus")
+        return str(path)
+    print(f"note: {base_path} does not record its pretraining corpus; forgetting is measured on "
+          f"{DEFAULT_PRETRAIN_CORPUS} (pass --pretrain-corpus to choose)")
+    return DEFAULT_PRETRAIN_CORPUS
+
+
 def resolve_data_paths(args, base_path: str | Path) -> None:
     """Fill in the data flags left to their defaults (None), printing a note for each choice the user should know.
 
@@ -48,19 +66,7 @@ def resolve_data_paths(args, base_path: str | Path) -> None:
     """
     recorded = (read_run_info(base_path) or {}).get("corpus")
     if args.pretrain_corpus is None:
-        if isinstance(recorded, dict) and isinstance(recorded.get("path"), str):
-            path = Path(recorded["path"])
-            if not path.is_file():
-                raise UserError(f"{base_path} was pretrained on {path}, which no longer exists; "
-                                "pass that corpus with --pretrain-corpus to measure forgetting")
-            if file_sha256(path) != recorded.get("sha256"):
-                raise UserError(f"{path} has changed since {base_path} was pretrained on it (SHA-256 differs); "
-                                "pass the original corpus with --pretrain-corpus")
-            args.pretrain_corpus = str(path)
-        else:
-            args.pretrain_corpus = DEFAULT_PRETRAIN_CORPUS
-            print(f"note: {base_path} does not record its pretraining corpus; forgetting is measured on "
-                  f"{DEFAULT_PRETRAIN_CORPUS} (pass --pretrain-corpus to choose)")
+        args.pretrain_corpus = recorded_pretrain_corpus(base_path)
     elif isinstance(recorded, dict) and Path(args.pretrain_corpus).is_file() and file_sha256(args.pretrain_corpus) != recorded.get("sha256"):
         print(f"note: {base_path} was pretrained on {recorded.get('path')}, not on {args.pretrain_corpus}; "
               "forgetting is measured on the corpus you passed")
@@ -69,6 +75,25 @@ def resolve_data_paths(args, base_path: str | Path) -> None:
         setattr(args, probes_flag, chosen)
         if note:
             print(note)
+
+
+def recorded_finetune_corpus(metrics: dict, results: Path) -> str:
+    """The new-domain corpus a results folder was fine-tuned on: metrics.json's data_corpus (path and SHA-256),
+    or for results written before it was recorded, the --data they were run with; a UserError naming --data."""
+    recorded = metrics.get("data_corpus")
+    if isinstance(recorded, dict) and isinstance(recorded.get("path"), str):
+        path = Path(recorded["path"])
+        if not path.is_file():
+            raise UserError(f"{results} was fine-tuned on {path}, which no longer exists; pass that corpus with --data")
+        if file_sha256(path) != recorded.get("sha256"):
+            raise UserError(f"{path} has changed since {results} was fine-tuned on it (SHA-256 differs); "
+                            "pass the original corpus with --data")
+        return str(path)
+    settings = metrics.get("settings")
+    data = settings.get("data") if isinstance(settings, dict) else None
+    if isinstance(data, str) and Path(data).is_file():
+        return data
+    raise UserError(f"{results}/metrics.json does not record a corpus that exists here; pass the fine-tuning corpus with --data")
 
 
 class EvaluationSuite:
@@ -107,6 +132,7 @@ class FinetuneData:
     splits: CorpusSplits  # the new domain, train and validation
     pretrain_val: torch.Tensor  # pretraining validation split, for forgetting
     suite: EvaluationSuite
+    pretrain_val_documents: list[str] = ()  # its text, for prompts on a user's own corpus
 
 
 def prepare_finetune_data(base_tokenizer: WordTokenizer, data: str, probes: str | None, pretrain_corpus: str,
@@ -130,12 +156,17 @@ def prepare_finetune_data(base_tokenizer: WordTokenizer, data: str, probes: str 
             f"({block_size + 1}); pass the corpus the model was pretrained on with --pretrain-corpus"
         )
     suite = EvaluationSuite(splits.val, finetune_probes, pretrain_val, old_probes)
-    return FinetuneData(tokenizer, new_words, splits, pretrain_val, suite)
+    return FinetuneData(tokenizer, new_words, splits, pretrain_val, suite, pretrain_val_docs)
 
 
-def add_finetune_data_flags(parser: argparse.ArgumentParser) -> None:
-    """The new domain (learning) and the pretraining yardsticks (forgetting), shared by fine-tuning and comparison."""
-    parser.add_argument("--data", default="data/cooking.txt", help="new-domain corpus (UTF-8, documents separated by blank lines)")
+def add_finetune_data_flags(parser: argparse.ArgumentParser, data_default: str | None = "data/cooking.txt") -> None:
+    """The new domain (learning) and the pretraining yardsticks (forgetting), shared by fine-tuning and comparison.
+
+    `data_default` None: the new-domain corpus the results record (compare.py), see `recorded_finetune_corpus`."""
+    data_help = "new-domain corpus (UTF-8, documents separated by blank lines)"
+    if data_default is None:
+        data_help += " (default: the corpus the results were fine-tuned on, recorded in their metrics.json)"
+    parser.add_argument("--data", default=data_default, help=data_help)
     parser.add_argument("--probes", default=None, help="new-domain knowledge probes (default: <data>_probes.json beside --data, "
                         "data/cooking_probes.json for the default; none for a corpus without one)")
     parser.add_argument("--pretrain-corpus", default=None, help="pretraining corpus: its validation split measures forgetting "

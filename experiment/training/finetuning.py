@@ -20,7 +20,7 @@ from pathlib import Path
 import torch.nn as nn
 
 from experiment.training.adapter import ADAPTER_FILES, save_adapter
-from experiment.training.data import prepare_finetune_data, resolve_data_paths
+from experiment.training.data import corpus_record, prepare_finetune_data, resolve_data_paths
 from experiment.training.methods import (METHODS, check_train_last_k, grow_vocabulary, lora_label, merge_lora_model, prepare_full,
                                 prepare_layer_freezing, prepare_lora, prepare_new_rows)
 from experiment.training.new_token_rows import join_new_token_rows
@@ -31,10 +31,11 @@ from lora import LoRAConfig, apply_lora, count_parameters, lora_matrix_savings, 
 from lora.config import DEFAULT_TARGETS
 from minigpt.checkpoint import RUN_FILE, load_model_dir, model_fingerprint, save_model_dir
 from minigpt.device import choose_device
-from minigpt.io import (UserError, apply_threads, atomic_write_text, ensure_writable_dir, new_run_id, refuse_foreign_directory,
-                        require_number, write_directory_atomically)
+from minigpt.io import (UserError, apply_threads, ensure_writable_dir, new_run_id, read_json_file,
+                        refuse_foreign_directory, require_number, write_directory_atomically)
 from minigpt.training import TrainConfig, train
 
+MAX_ADAPTER_NAME = 64  # adapters/<name>/ and its temporaries (".<name>.<pid>-<hex>.tmp") must fit a file name (255 bytes)
 # What a results folder may hold: this script's artifacts and compare.py's outputs. Anything else is the user's.
 ARTIFACT_DIRECTORIES = {"full": ["full_finetune"], "freeze": ["layer_freezing"], "lora": ["lora_adapter", "lora_merged"],
                         **{variant: [f"variants/{variant}"] for variant in VARIANTS}}  # each holds adapter/ and merged/
@@ -101,7 +102,8 @@ def finetune_one(method, base, data, args, lora_config, device):
                          weight_decay=config.weight_decay)
     replay = getattr(args, "replay", 0.0)  # share of each batch drawn from the pretraining corpus (experiment/training/replay.py)
     draw_batch = replay_batch_drawer(data, args.pretrain_corpus, replay, model.config.block_size, config.batch_size) if replay else None
-    result = train(model, data.splits.train, data.splits.val, config, device, label, not args.no_progress, groups, draw_batch)
+    result = train(model, data.splits.train, data.splits.val, config, device, label, not args.no_progress, groups, draw_batch,
+                   keep_best=getattr(args, "keep_best", False))
     record = {"method": method.name, "label": label, "lr": config.lr, "steps": config.steps, "replay": replay,
               "batch_size": config.batch_size, "parameters": counts, "breakdown": parameter_breakdown(model),
               **details, **result.to_dict(), "after": data.suite.measure(model, data.tokenizer, device)}
@@ -109,16 +111,20 @@ def finetune_one(method, base, data, args, lora_config, device):
 
 
 def save_artifacts(method, model, out, data, base, lora_config, base_fingerprint, run_info: dict,
-                   variant: str | None = None, adapter_name: str | None = None) -> None:
+                   variant: str | None = None, adapter_name: str | None = None, named_metrics: dict | None = None) -> None:
     """Write the method's model (and for LoRA the adapter and the merged model) under `out`, each with run.json.
 
-    A named adapter (--adapter-name) goes to adapters/NAME/ and merged/NAME/ instead, each directory swapped in atomically.
+    A named adapter (--adapter-name) is one directory, adapters/NAME/, swapped in at once: the adapter's files, its
+    merged model in merged/ and the run's figures in metrics.json (`named_metrics`), so a kill or a full disk leaves
+    the old set or the new one, never a mix.
     """
     model = model.cpu()
     if method.name == "lora" and adapter_name is not None:
+        merged = merge_lora_model(model)
+        extra = {"merged": lambda path: save_model_dir(path, merged, data.tokenizer, run_info=run_info),
+                 "metrics.json": lambda path: path.write_text(json.dumps(named_metrics, indent=2) + "\n", encoding="utf-8")}
         save_adapter(out / "adapters" / adapter_name, model, lora_config, data.tokenizer, base_fingerprint,
-                     base.config.vocab_size, run_info)
-        save_model_dir(out / "merged" / adapter_name, merge_lora_model(model), data.tokenizer, run_info=run_info)
+                     base.config.vocab_size, run_info, extra_files=extra)
         return
     if method.name == "lora":
         adapter, merged = ("lora_adapter", "lora_merged") if variant is None else \
@@ -154,6 +160,9 @@ def run_finetuning(args) -> tuple[dict, dict, Path]:
     if adapter_name is not None and (args.method != "lora" or not adapter_name.isidentifier()):
         raise UserError(f"--adapter-name {adapter_name!r} needs --method lora and a name of letters, digits and underscores, "
                         "e.g. --method lora --adapter-name sport")
+    if adapter_name is not None and len(adapter_name) > MAX_ADAPTER_NAME:  # it becomes file names: refused before training
+        raise UserError(f"--adapter-name is {len(adapter_name)} characters long; use at most {MAX_ADAPTER_NAME}, e.g. sport")
+    base.config.check_memory(training=True, batch_size=args.batch_size)  # weights, optimizer and activations, before training
     lora_config = lora_config_from_args(args)
     variants = {v: variant_config(lora_config, v) for v in VARIANTS} if args.method == "variants" else {}
     for config in [lora_config, *variants.values()] if "lora" in names or variants else []:
@@ -189,6 +198,7 @@ def run_finetuning(args) -> tuple[dict, dict, Path]:
 
     metrics = {
         "run_id": run_id, "settings": {k: v for k, v in vars(args).items()}, "device": str(device),
+        "data_corpus": corpus_record(args.data),  # compare.py's default --data: this corpus, checked by its SHA-256
         "base_vocab_size": base_tokenizer.vocab_size, "vocab_size": data.tokenizer.vocab_size,
         "new_words": data.new_words, "base_fingerprint": base_fingerprint, "before": before,
         "methods": records, "variants": variant_records,
@@ -196,8 +206,7 @@ def run_finetuning(args) -> tuple[dict, dict, Path]:
     if adapter_name is not None:  # a named adapter keeps its figures beside it; the default result set is untouched
         info = {"run_id": run_id, "written_by": "train_finetune.py", "method": "lora", "adapter_name": adapter_name}
         save_artifacts(METHODS["lora"], models["lora"], out, data, base, lora_config, base_fingerprint, info,
-                       adapter_name=adapter_name)
-        atomic_write_text(out / "adapters" / f"{adapter_name}.metrics.json", json.dumps(metrics, indent=2) + "\n")
+                       adapter_name=adapter_name, named_metrics=metrics)
     else:
         write_results(out, metrics, save_trained)
     return {**records, **variant_records}, before, out
@@ -212,7 +221,7 @@ def write_results(out: Path, metrics: dict, save_trained) -> None:
     previous = out / "metrics.json"
     if previous.is_file():
         try:
-            earlier = json.loads(previous.read_text(encoding="utf-8"))
+            earlier = read_json_file(previous, "metrics file")
             comparable = earlier["base_fingerprint"] == metrics["base_fingerprint"] and all(
                 earlier["settings"][key] == metrics["settings"][key] for key in SHARED_SETTINGS)
             for section, names in sections.items():
@@ -227,7 +236,7 @@ def write_results(out: Path, metrics: dict, save_trained) -> None:
                 if dropped:
                     print(f"note: earlier results for {', '.join(dropped)} in {previous} used other settings and are dropped")
                 kept = {section: {} for section in sections}
-        except (ValueError, KeyError, TypeError, AttributeError):
+        except (ValueError, KeyError, TypeError, AttributeError, UserError):
             kept = {section: {} for section in sections}  # an unreadable earlier file, or one whose artifacts are gone
     for section, names in sections.items():
         merged = {**kept[section], **metrics[section]}

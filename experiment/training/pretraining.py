@@ -42,6 +42,7 @@ def run_pretraining(args) -> dict:
         vocab_size=tokenizer.vocab_size, block_size=args.block_size, n_layer=args.n_layer,
         n_head=args.n_head, n_embd=args.n_embd, dropout=args.dropout,
     ).validate(training=True)
+    config.check_memory(training=True, batch_size=args.batch_size)  # the activations too: --batch-size 2000000 is one line
     splits = make_splits(text, tokenizer, config.block_size, source=args.corpus)
     check_probe_answers(probes, tokenizer, probes_file, args.corpus)
     if probes_note:
@@ -56,7 +57,8 @@ def run_pretraining(args) -> dict:
     train_config = TrainConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr,
                                warmup_steps=min(TrainConfig.warmup_steps, max(1, args.steps // 10)),
                                eval_interval=args.eval_interval, seed=args.seed)
-    result = train(model, splits.train, splits.val, train_config, device, "pretraining", not args.no_progress)
+    result = train(model, splits.train, splits.val, train_config, device, "pretraining", not args.no_progress,
+                   keep_best=getattr(args, "keep_best", False))
 
     # Final figures: exact losses over the whole streams, not the sampled estimates.
     train_loss = stream_loss(model, splits.train, device)

@@ -1,0 +1,154 @@
+"""Hostile but realistic inputs end in one line (a UserError, exit status 2), never a traceback, hang or silent load."""
+
+import json
+import os
+import random
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import tiny_model
+from minigpt.checkpoint import load_model_dir, save_model_dir
+from minigpt.config import GPTConfig, available_memory_bytes
+from minigpt.io import (MAX_JSON_DEPTH, UserError, atomic_write_text, parse_json, read_json_file, refuse_foreign_directory,
+                        whole_number_up_to)
+from minigpt.tokenizer import WordTokenizer
+
+WORDS = ["<pad>", "<unk>", "<eot>"] + [f"w{i}" for i in range(47)]
+
+
+@pytest.fixture
+def model_dir(tmp_path):
+    return save_model_dir(tmp_path / "model", tiny_model(vocab_size=50), WordTokenizer(WORDS))
+
+
+def test_deeply_nested_json_is_a_value_error_not_a_recursion_error():
+    with pytest.raises(ValueError, match="nested deeper"):
+        parse_json("[" * 100_000 + "]" * 100_000)
+    with pytest.raises(ValueError, match="nested deeper"):
+        parse_json("[" * (MAX_JSON_DEPTH + 1) + "]" * (MAX_JSON_DEPTH + 1))
+    assert parse_json("[" * MAX_JSON_DEPTH + "]" * MAX_JSON_DEPTH) is not None
+
+
+@pytest.mark.parametrize("name", ["config.json", "tokenizer.json"])
+def test_a_deeply_nested_model_file_is_one_line(model_dir, name):
+    (model_dir / name).write_text('{"vocab": ' + "[" * 50_000 + "]" * 50_000 + "}")
+    with pytest.raises(UserError, match="nested deeper") as caught:
+        load_model_dir(model_dir)
+    assert "\n" not in str(caught.value)
+
+
+def test_a_huge_json_file_is_refused_before_it_is_read(tmp_path, monkeypatch):
+    import minigpt.io
+    monkeypatch.setattr(minigpt.io, "MAX_JSON_BYTES", 10)
+    (tmp_path / "big.json").write_text("[" + "1," * 20 + "1]")
+    with pytest.raises(UserError, match="MiB this project reads whole"):
+        read_json_file(tmp_path / "big.json", "metrics file")
+
+
+def test_flipped_bytes_in_model_pt_are_caught_by_the_zip_checksums(model_dir):
+    raw = bytearray((model_dir / "model.pt").read_bytes())
+    random.seed(0)
+    for i in random.sample(range(len(raw) // 3, 2 * len(raw) // 3), 64):
+        raw[i] ^= 0xFF
+    (model_dir / "model.pt").write_bytes(bytes(raw))
+    with pytest.raises(UserError, match="corrupted"):
+        load_model_dir(model_dir)
+
+
+def test_int64_weights_are_refused_not_cast(model_dir):
+    state = torch.load(model_dir / "model.pt", weights_only=True)
+    state = {key: (value * 1000).long() if value.is_floating_point() else value for key, value in state.items()}
+    torch.save(state, model_dir / "model.pt")
+    with pytest.raises(UserError, match="torch.int64, the model's is torch.float32"):
+        load_model_dir(model_dir)
+
+
+def test_the_memory_guard_counts_activations_against_available_memory():
+    config = GPTConfig(vocab_size=800, block_size=64, n_layer=4, n_head=4, n_embd=64).validate(training=True)
+    config.check_memory(training=True, batch_size=32)  # the default pipeline fits
+    assert 4 * config.estimated_activation_floats(2_000_000) > available_memory_bytes()
+    with pytest.raises(UserError, match="--batch-size"):
+        config.check_memory(training=True, batch_size=2_000_000)
+
+
+def test_a_stray_temporary_of_a_dead_writer_is_removed_not_called_a_users_file(tmp_path):
+    out = tmp_path / "results"
+    out.mkdir()
+    (out / "metrics.json").write_text("{}")
+    dead = 2**22 + 12345  # above the usual pid_max's default, so no live process has it
+    while True:
+        try:
+            os.kill(dead, 0)
+            dead += 1
+        except ProcessLookupError:
+            break
+    for stray in (f".comparison.md.{dead}-0123abcd.tmp", f".loss.png.{dead}-89abcdef.tmp"):
+        (out / stray).write_text("half")
+    refuse_foreign_directory(out, {"metrics.json"})  # no error: the leftovers are the project's own
+    assert sorted(p.name for p in out.iterdir()) == ["metrics.json"]
+    (out / "notes.txt").write_text("mine")
+    with pytest.raises(UserError, match="notes.txt"):
+        refuse_foreign_directory(out, {"metrics.json"})
+
+
+def test_atomic_writes_leave_no_temporary_and_name_it_with_the_pid(tmp_path):
+    atomic_write_text(tmp_path / "a.txt", "x")
+    assert [p.name for p in tmp_path.iterdir()] == ["a.txt"]
+
+
+def test_bounded_numbers_say_why():
+    import argparse
+    with pytest.raises(argparse.ArgumentTypeError, match="at most 10"):
+        whole_number_up_to(10, "a bound")("11")
+    assert whole_number_up_to(10, "a bound")("10") == 10
+
+
+def test_a_tampered_study_cache_is_one_line(tmp_path):
+    from experiment.studies.runner import read_cached_run
+    path = tmp_path / "run.json"
+    for text in ("{not json", "[" * 5000 + "]" * 5000, json.dumps({"settings": {}, "label": "x"})):
+        path.write_text(text)
+        with pytest.raises(UserError, match="delete it and that run is redone"):
+            read_cached_run(path)
+    path.write_bytes(b"\xff\xfe")
+    with pytest.raises(UserError, match="not UTF-8"):
+        read_cached_run(path)
+
+
+def test_a_second_writer_of_one_out_is_refused_and_told_who_holds_it(tmp_path):
+    from minigpt.io import output_lock
+    with output_lock(tmp_path / "results"):
+        with pytest.raises(UserError, match=f"being written by another run \\(pid {os.getpid()} on "):
+            with output_lock(tmp_path / "results"):
+                pass
+    assert not (tmp_path / ".results.lock").exists()  # released
+
+
+def test_the_lock_of_a_dead_run_is_taken_over(tmp_path):
+    import socket
+    from minigpt.io import output_lock
+    (tmp_path / ".results.lock").write_text(json.dumps({"pid": 2**22 + 4321, "host": socket.gethostname(), "started": "then"}))
+    with output_lock(tmp_path / "results"):
+        assert json.loads((tmp_path / ".results.lock").read_text())["pid"] == os.getpid()
+
+
+def test_a_symlinked_out_is_followed_not_replaced(tmp_path):
+    from minigpt.io import write_directory_atomically
+    (tmp_path / "real").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "real")
+    write_directory_atomically(tmp_path / "link", lambda d: (d / "a.txt").write_text("new"))
+    assert (tmp_path / "link").is_symlink() and (tmp_path / "real" / "a.txt").read_text() == "new"
+
+
+def a_file(directory: Path) -> Path:
+    (directory / "file").write_text("x")
+    return directory / "file"
+
+
+@pytest.mark.parametrize("make_out", [a_file, lambda p: Path("/proc/nope")])
+def test_experiments_out_that_cannot_be_a_directory_is_one_line(tmp_path, monkeypatch, capsys, make_out):
+    from conftest import assert_one_line_error, run_main
+    status, _, err = run_main("experiments", ["seeds", "--out", make_out(tmp_path)], monkeypatch, capsys)
+    assert_one_line_error(status, err, "--out")
