@@ -27,6 +27,7 @@ from experiment.training.finetuning import run_finetuning
 from experiment.training.methods import METHODS, USER_ERRORS
 from experiment.comparison.report import percent
 from lora.config import A_INITS, DEFAULT_TARGETS, QUANTIZE_CHOICES, LoRAConfig
+from minigpt.distributed import is_main_process, start_data_parallel, stop_data_parallel
 from minigpt.io import ArgumentParser, UserError, add_common_flags, positive_float, positive_int, probability, run_cli
 
 DEFAULT_STEPS, DEFAULT_BATCH_SIZE, DEFAULT_SEED = 150, 32, 1337
@@ -91,9 +92,14 @@ def check_flag_combinations(args) -> None:
 def main() -> None:
     args = parse_args()
     check_flag_combinations(args)
-    start = time.perf_counter()
-    records, before, out = run_finetuning(args)
-    print_summary(records, before, out, time.perf_counter() - start)
+    start_data_parallel(args)  # under torchrun: one process per CPU group or GPU (minigpt/distributed.py); else nothing
+    try:
+        start = time.perf_counter()
+        records, before, out = run_finetuning(args)
+        if is_main_process():
+            print_summary(records, before, out, time.perf_counter() - start)
+    finally:
+        stop_data_parallel()
 
 
 def print_summary(records: dict, before: dict, out: Path, seconds: float) -> None:

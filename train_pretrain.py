@@ -22,6 +22,7 @@ import time
 from experiment.training.methods import USER_ERRORS
 from experiment.training.pretraining import run_pretraining
 from minigpt.config import GPTConfig
+from minigpt.distributed import is_main_process, start_data_parallel, stop_data_parallel
 from minigpt.io import ArgumentParser, add_common_flags, positive_float, positive_int, probability, run_cli
 from minigpt.training import TrainConfig
 
@@ -53,8 +54,18 @@ def parse_args():
 
 def main() -> None:
     args = parse_args()
+    start_data_parallel(args)  # under torchrun: one process per CPU group or GPU (minigpt/distributed.py); else nothing
+    try:
+        run_and_report(args)
+    finally:
+        stop_data_parallel()
+
+
+def run_and_report(args) -> None:
     start = time.perf_counter()
     summary = run_pretraining(args)
+    if not is_main_process():
+        return
     probes = summary["probes"]
     print(f"\nsaved {summary['out']}/: config.json, model.pt, tokenizer.json, history.json, loss.png")
     print(f"final loss          train {summary['train_loss']:.3f} | validation {summary['val_loss']:.3f}")
