@@ -91,5 +91,7 @@ def run_hf_finetuning(args) -> dict:
         (directory / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
 
     out = write_directory_atomically(args.out, write_files)
-    return {**metrics, "out": out, "label": f"LoRA ({', '.join(config.target_modules)})"}
+    name = "DoRA" if config.use_dora else "LoRA"
+    name += " + rsLoRA" if config.use_rslora else ""
+    return {**metrics, "out": out, "label": f"{name} ({', '.join(config.target_modules)})"}
 
