@@ -43,7 +43,7 @@ def file_map_paths() -> set[str]:
 
 def test_the_readme_file_map_lists_every_python_file_and_nothing_that_is_gone():
     listed = {path for path in file_map_paths() if path.endswith(".py")}
-    actual = {str(p.relative_to(REPO)) for folder in ("lora", "minigpt", "experiment", "experiment/training", "experiment/comparison", "experiment/studies", "experiment/serving", "tests", "coursework", "coursework/gallery") for p in (REPO / folder).glob("*.py")
+    actual = {str(p.relative_to(REPO)) for folder in ("lora", "minigpt", "experiment", "experiment/training", "experiment/comparison", "experiment/studies", "experiment/serving", "experiment/real_model", "tests", "coursework", "coursework/gallery") for p in (REPO / folder).glob("*.py")
               if p.name != "__init__.py"} | {p.name for p in REPO.glob("*.py")}
     assert actual - listed == set(), "files missing from the README's file map"
     assert listed - actual - {"data/make_corpora.py"} == set(), "the README's file map names files that do not exist"
