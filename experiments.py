@@ -3,6 +3,7 @@
     python experiments.py seeds            # every method and the new-rows-only control over 3 seeds
     python experiments.py pareto --full    # the bigger grid (docs/results.md gives its time)
     python experiments.py intrinsic-rank   # after train_finetune.py: is full fine-tuning's update low-rank?
+    python experiments.py costs            # LoRA's time and memory per step up to SmolLM-135M's shape (untrained models)
 
 Every run is cached under dist/experiments/<study>/runs/, keyed by its settings
 and the base model: stop with Ctrl-C and run the same command again to resume;
@@ -24,7 +25,7 @@ from experiment.studies.catalog import STUDIES, run_intrinsic_rank_study, run_ov
 from minigpt.io import (ArgumentParser, UserError, add_common_flags, apply_threads, ensure_writable_dir, output_lock, positive_int,
                         run_cli, seed_value)
 
-STUDY_NAMES = [*STUDIES, "intrinsic-rank", "overhead"]
+STUDY_NAMES = [*STUDIES, "intrinsic-rank", "overhead", "costs"]
 
 
 def comma_list(kind):
@@ -37,7 +38,9 @@ def parse_args():
     parser = ArgumentParser(description="Run a named study: many fine-tuning runs on one base, cached, with a table and plots.")
     parser.add_argument("study", help="one of: " + "; ".join(f"{s.name} ({s.summary})" for s in STUDIES.values())
                         + "; intrinsic-rank (singular values of full fine-tuning's update, no training)"
-                        + "; overhead (operations, arithmetic and time of an unmerged LoRA forward pass, no training)")
+                        + "; overhead (operations, arithmetic and time of an unmerged LoRA forward pass, no training)"
+                        + "; costs (time, memory and training state of one step per method on randomly initialised Llama shapes "
+                        "up to SmolLM-135M's, 960 wide with --full; needs transformers)")
     parser.add_argument("--full", action="store_true", help="the full grid (more rates, ranks and seeds) instead of the quick one")
     parser.add_argument("--seeds", type=comma_list(seed_value), default=None,
                         help="comma-separated fine-tuning seeds (default: the study's own, e.g. 1337,1,2 for seeds)")
@@ -82,6 +85,15 @@ def run_named_study(args) -> None:
     if args.study == "intrinsic-rank":
         directory = run_intrinsic_rank_study(args.pretrained, args.results, args.out)
         print(f"wrote {directory}/results.md, results.json and spectra.png in {time.perf_counter() - start:.1f} s")
+        return
+    if args.study == "costs":
+        from experiment.real_model.cost_report import run_cost_study  # noqa: PLC0415  (only this study needs transformers)
+        from minigpt.device import choose_device  # noqa: PLC0415
+
+        directory = run_cost_study(args.out, str(choose_device(args.device)), args.threads or 1, args.full, not args.no_progress,
+                                   batch_size=args.batch_size or 1)
+        print((directory / "results.md").read_text(encoding="utf-8"))
+        print(f"wrote {directory}/results.md, results.json and costs.png in {time.perf_counter() - start:.1f} s")
         return
     if args.study == "overhead":
         directory = run_overhead_study(args.pretrained, args.out)

@@ -22,6 +22,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads: idle 
 signal.signal(signal.SIGINT, lambda *_: (print("interrupted during start-up; nothing was written", file=sys.stderr, flush=True),
                                          os._exit(130)))
 
+import contextlib
 import time
 from pathlib import Path
 
@@ -30,6 +31,7 @@ from experiment.training.finetuning import run_finetuning
 from experiment.training.methods import METHODS, USER_ERRORS
 from experiment.comparison.report import percent
 from lora.config import A_INITS, DEFAULT_TARGETS, QUANTIZE_CHOICES, LoRAConfig
+from minigpt.distributed import is_main_process, start_data_parallel, stop_data_parallel
 from minigpt.io import (ArgumentParser, UserError, add_common_flags, output_lock, positive_float, positive_int, probability,
                         run_cli)
 
@@ -98,10 +100,16 @@ def check_flag_combinations(args) -> None:
 def main() -> None:
     args = parse_args()
     check_flag_combinations(args)
-    start = time.perf_counter()
-    with output_lock(args.out):  # two fine-tunes on one --out: the second is refused, no run's models silently dropped
-        records, before, out = run_finetuning(args)
-    print_summary(records, before, out, time.perf_counter() - start)
+    start_data_parallel(args)  # under torchrun: one process per CPU group or GPU (minigpt/distributed.py); else nothing
+    try:
+        start = time.perf_counter()
+        # two fine-tunes on one --out: the second is refused, no run's models silently dropped (rank 0 alone writes)
+        with output_lock(args.out) if is_main_process() else contextlib.nullcontext():
+            records, before, out = run_finetuning(args)
+        if is_main_process():
+            print_summary(records, before, out, time.perf_counter() - start)
+    finally:
+        stop_data_parallel()
 
 
 def print_summary(records: dict, before: dict, out: Path, seconds: float) -> None:

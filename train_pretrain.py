@@ -20,11 +20,13 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads: idle 
 signal.signal(signal.SIGINT, lambda *_: (print("interrupted during start-up; nothing was written", file=sys.stderr, flush=True),
                                          os._exit(130)))
 
+import contextlib
 import time
 
 from experiment.training.methods import USER_ERRORS
 from experiment.training.pretraining import run_pretraining
 from minigpt.config import GPTConfig
+from minigpt.distributed import is_main_process, start_data_parallel, stop_data_parallel
 from minigpt.io import ArgumentParser, add_common_flags, output_lock, positive_float, positive_int, probability, run_cli
 from minigpt.training import TrainConfig
 
@@ -58,9 +60,20 @@ def parse_args():
 
 def main() -> None:
     args = parse_args()
+    start_data_parallel(args)  # under torchrun: one process per CPU group or GPU (minigpt/distributed.py); else nothing
+    try:
+        run_and_report(args)
+    finally:
+        stop_data_parallel()
+
+
+def run_and_report(args) -> None:
     start = time.perf_counter()
-    with output_lock(args.out):  # a second run on the same --out is refused, never silently overwritten
+    # a second run on the same --out is refused, never silently overwritten (rank 0 alone writes)
+    with output_lock(args.out) if is_main_process() else contextlib.nullcontext():
         summary = run_pretraining(args)
+    if not is_main_process():
+        return
     probes = summary["probes"]
     print(f"\nsaved {summary['out']}/: config.json, model.pt, tokenizer.json, history.json, loss.png")
     print(f"final loss          train {summary['train_loss']:.3f} | validation {summary['val_loss']:.3f}")

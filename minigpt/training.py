@@ -19,6 +19,7 @@ import torch
 from tqdm.auto import tqdm
 
 from minigpt.data import get_batch
+from minigpt.distributed import local_share, mean_over_processes, wrap_for_data_parallel, world_size
 from minigpt.io import UserError
 
 EVAL_SEED = 1234  # fixed: every evaluation, of every model, sees the same batches
@@ -137,6 +138,8 @@ def train(model, train_data: torch.Tensor, val_data: torch.Tensor, config: Train
     """
     model.to(device)
     model.train()
+    step_model = wrap_for_data_parallel(model, device)  # under torchrun: DDP, which averages gradients; else model itself
+    processes = world_size()
     optimizer = make_optimizer(model, config, parameter_groups(model) if parameter_groups else None)
     generator = torch.Generator().manual_seed(config.seed)  # batch order depends on the seed alone
     block_size = model.config.block_size
@@ -165,14 +168,16 @@ def train(model, train_data: torch.Tensor, val_data: torch.Tensor, config: Train
             x, y = get_batch(train_data, block_size, config.batch_size, generator, device)
         else:
             x, y = (tensor.to(device) for tensor in draw_batch(generator))
-        _, loss = model(x, y)
+        if processes > 1:  # every process drew the same global batch; each trains on its own slice of it
+            x, y = local_share(x, y)
+        _, loss = step_model(x, y)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], config.grad_clip)
         optimizer.step()
         result.train_seconds += time.perf_counter() - step_start
-        result.tokens_seen += x.numel()
-        loss_value = loss.item()
+        result.tokens_seen += x.numel() * processes
+        loss_value = loss.item() if processes == 1 else mean_over_processes(loss.item())  # the global batch's loss
         progress.set_postfix(loss=f"{loss_value:.3f}")
         if not math.isfinite(loss_value):  # diverged: every later step would only spread NaN, and nothing may be saved
             progress.close()

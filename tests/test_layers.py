@@ -52,7 +52,7 @@ def experiment_parts_imported(file: str) -> set[str]:
 
 
 def test_inside_the_experiment_training_is_the_bottom_layer_and_the_others_never_import_each_other():
-    upper = {"comparison", "studies", "serving"}
+    upper = {"comparison", "studies", "serving", "real_model"}
     for path in sorted((REPO / "experiment").rglob("*.py")):
         file = str(path.relative_to(REPO / "experiment"))
         own = file.split("/")[0] if "/" in file else None
@@ -61,6 +61,24 @@ def test_inside_the_experiment_training_is_the_bottom_layer_and_the_others_never
             assert not imported & upper, f"experiment/{file} imports the layer above it: {imported & upper}"
         else:
             assert not imported & upper, f"experiment/{file} imports another upper part: {imported & upper}"
+
+
+def test_the_real_model_part_builds_on_training_the_shared_plots_and_lora_alone():
+    for path in sorted((REPO / "experiment" / "real_model").rglob("*.py")):
+        imported = experiment_parts_imported(str(path.relative_to(REPO / "experiment")))
+        assert imported <= {"training", "real_model", "plots"}, f"{path.name} imports {imported - {'training', 'real_model', 'plots'}}"
+
+
+def test_only_the_real_model_part_imports_transformers_and_only_inside_functions():
+    for folder in ("lora", "minigpt", "experiment"):
+        for file, names in imported_top_level_packages(folder).items():
+            if "transformers" in names or "peft" in names:
+                assert file.startswith("real_model/"), f"{folder}/{file} imports transformers or peft"
+    for path in sorted((REPO / "experiment" / "real_model").glob("*.py")):
+        top_level = ast.parse(path.read_text(encoding="utf-8")).body  # module-level statements only
+        names = {alias.name.split(".")[0] for node in top_level if isinstance(node, (ast.Import, ast.ImportFrom))
+                 for alias in (node.names if isinstance(node, ast.Import) else [ast.alias(node.module or "")])}
+        assert not names & {"transformers", "safetensors", "peft", "huggingface_hub"}, f"{path.name} imports them at load time"
 
 
 def test_each_experiment_folder_holds_at_most_eight_modules_and_says_what_it_holds():

@@ -31,6 +31,7 @@ from lora import LoRAConfig, apply_lora, count_parameters, lora_matrix_savings, 
 from lora.config import DEFAULT_TARGETS
 from minigpt.checkpoint import RUN_FILE, load_model_dir, model_fingerprint, save_model_dir
 from minigpt.device import choose_device
+from minigpt.distributed import is_main_process
 from minigpt.io import (UserError, apply_threads, ensure_writable_dir, new_run_id, read_json_file,
                         refuse_foreign_directory, require_number, write_directory_atomically)
 from minigpt.training import TrainConfig, train
@@ -170,7 +171,7 @@ def run_finetuning(args) -> tuple[dict, dict, Path]:
     if "freeze" in names and args.train_last_k is not None:
         check_train_last_k(args.train_last_k, base.config.n_layer)  # now, before anything trains
     note_ignored_flags(args, names)
-    out = ensure_writable_dir(args.out)
+    out = ensure_writable_dir(args.out) if is_main_process() else Path(args.out)  # under torchrun only rank 0 writes
     refuse_foreign_directory(out, RESULT_FILES, ARTIFACT_FILES)  # now, not after training
     base_fingerprint = model_fingerprint(base)
     print(f"new domain {args.data}: {len(data.splits.train):,} training and {len(data.splits.val):,} validation tokens, "
@@ -203,6 +204,8 @@ def run_finetuning(args) -> tuple[dict, dict, Path]:
         "new_words": data.new_words, "base_fingerprint": base_fingerprint, "before": before,
         "methods": records, "variants": variant_records,
     }
+    if not is_main_process():  # under torchrun only rank 0 writes; the other processes only helped train
+        return {**records, **variant_records}, before, out
     if adapter_name is not None:  # a named adapter keeps its figures beside it; the default result set is untouched
         info = {"run_id": run_id, "written_by": "train_finetune.py", "method": "lora", "adapter_name": adapter_name}
         save_artifacts(METHODS["lora"], models["lora"], out, data, base, lora_config, base_fingerprint, info,

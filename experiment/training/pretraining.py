@@ -18,6 +18,7 @@ from minigpt.checkpoint import save_model_dir
 from minigpt.config import GPTConfig
 from minigpt.data import make_splits, read_corpus
 from minigpt.device import choose_device
+from minigpt.distributed import is_main_process
 from minigpt.evaluation import check_probe_answers, complete, load_probes, note_unknown_prompt_words, probe_accuracy, stream_loss, unigram_perplexity
 from minigpt.io import apply_threads, ensure_writable_dir, new_run_id, refuse_foreign_directory
 from minigpt.model import MiniGPT
@@ -34,7 +35,8 @@ def run_pretraining(args) -> dict:
     text = read_corpus(args.corpus)
     probes_file, probes_note = default_probes(args.corpus, args.probes, "--probes")
     probes = load_probes(probes_file) if probes_file else []
-    ensure_writable_dir(args.out)  # fail now, not after a minute of training
+    if is_main_process():  # under torchrun only rank 0 writes
+        ensure_writable_dir(args.out)  # fail now, not after a minute of training
     refuse_foreign_directory(args.out, MODEL_DIR_FILES)
 
     tokenizer = WordTokenizer.from_corpus(text, getattr(args, "min_count", 1), getattr(args, "max_vocab", None))
@@ -76,10 +78,12 @@ def run_pretraining(args) -> dict:
     }
     history_json = json.dumps({"history": result.history, "summary": summary}, indent=2) + "\n"
     run_info = {"run_id": new_run_id(), "written_by": "train_pretrain.py", "corpus": corpus_record(args.corpus)}
-    out = save_model_dir(args.out, model.cpu(), tokenizer, run_info=run_info, extra_files={
-        "history.json": lambda path: path.write_text(history_json, encoding="utf-8"),
-        "loss.png": lambda path: plot_loss_curves({"pretraining": result.history}, path, "MiniGPT pretraining loss"),
-    })
+    out = args.out
+    if is_main_process():  # under torchrun only rank 0 writes
+        out = save_model_dir(args.out, model.cpu(), tokenizer, run_info=run_info, extra_files={
+            "history.json": lambda path: path.write_text(history_json, encoding="utf-8"),
+            "loss.png": lambda path: plot_loss_curves({"pretraining": result.history}, path, "MiniGPT pretraining loss"),
+        })
 
     return {**summary, "out": out, "unknown_prompt_note": unknown_note, "sample_texts": samples,
             "eval_interval": train_config.eval_interval, "evaluations": len(result.history)}
