@@ -1,7 +1,7 @@
 """The intrinsic rank of full fine-tuning: is the update ΔW = W_after - W_before low-rank?
 
 LoRA bets that it is (Hu et al., 2021, section 4.1; section 7 measures it on
-GPT-3). Biderman et al. (2024, "LoRA Learns Less and Forgets Less", section 4.6
+GPT-3). Biderman et al. (2024, "LoRA Learns Less and Forgets Less", section 4.5
 of the TMLR version, arXiv:2405.09673v2: "Full finetuning on code and math does
 not learn low-rank perturbations") found, from the singular values of the
 update, that full fine-tuning of a 7B model learns updates whose rank for 90%
