@@ -123,7 +123,8 @@ def test_compare_adapters_defaults_to_the_adapters_and_corpora_the_results_recor
                                                      "--repeats", "1"], monkeypatch, capsys)
     assert status == 0, err
     result = json.loads((results / "adapters_comparison.json").read_text())
-    assert list(result["table"]) == ["base", "cooking", "sport", "mix cooking=0.5,sport=0.5"]  # cooking: lora_adapter's corpus
+    assert list(result["table"]) == ["base", "cooking", "sport", "mix cooking=0.5,sport=0.5",  # cooking: lora_adapter's corpus
+                                     "cooking=0.5 alone", "sport=0.5 alone"]
     assert set(result["table"]["base"]) == {"pretraining", "cooking", "sport"}
     assert result["table"]["cooking"]["sport"]["probe_accuracy"] is not None  # probes found beside each recorded corpus
 
