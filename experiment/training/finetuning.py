@@ -25,7 +25,7 @@ from experiment.training.methods import (METHODS, check_train_last_k, grow_vocab
                                 prepare_layer_freezing, prepare_lora, prepare_new_rows)
 from experiment.training.new_token_rows import join_new_token_rows
 from experiment.training.other_methods.catalog import OTHER_METHODS, method_config
-from experiment.training.other_methods.preparation import prepare_other_method
+from experiment.training.other_methods.preparation import base_tensors_changed, prepare_other_method
 from experiment.training.other_methods.result_directory import RESULT_FILES as OTHER_RESULT_FILES
 from experiment.training.other_methods.result_directory import save_result
 from experiment.training.replay import replay_batch_drawer
@@ -110,6 +110,8 @@ def finetune_one(method, base, data, args, lora_config, device):
     record = {"method": method.name, "label": label, "lr": config.lr, "steps": config.steps, "replay": replay,
               "batch_size": config.batch_size, "parameters": counts, "breakdown": parameter_breakdown(model),
               **details, **result.to_dict(), "after": data.suite.measure(model, data.tokenizer, device)}
+    if method.name in OTHER_METHODS:  # which base tensors training moved: none, or BitFit's biases
+        record[method.name]["base_tensors_changed"] = base_tensors_changed(model, base)
     return model, record
 
 

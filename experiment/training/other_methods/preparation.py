@@ -5,6 +5,8 @@ As for LoRA, the new words' embedding rows are split off and trained
 words; the old rows, and every base weight, stay bit-identical.
 """
 
+import torch
+
 from experiment.training.new_token_rows import split_new_token_rows
 from peft_methods import (adapter_parameter_count, apply_bitfit, apply_bottleneck_adapters, apply_ia3, apply_prefix_tuning,
                           apply_prompt_tuning, bitfit_parameter_count, ia3_parameter_count, prefix_parameter_count,
@@ -39,3 +41,21 @@ def prepare_other_method(model, num_old_tokens: int, name: str, config, tokenize
     new_rows.requires_grad_(True)
     details["context_positions_left"] = model.text_positions()
     return details
+
+
+def base_tensors_changed(model, base) -> list[str]:
+    """The base's tensors that differ, bit for bit, from their place in the adapted model (none, except BitFit's biases).
+
+    A wrapped layer keeps its weights under .base (adapters, IA3); the split embedding its old rows under old_rows.
+    """
+    mine = dict(model.named_parameters())
+    changed = []
+    for name, tensor in base.named_parameters():
+        if name == "token_embedding.weight":
+            found = mine.get("token_embedding.old_rows", mine.get(name))  # split off for fine-tuning, or not
+        else:
+            module, _, leaf = name.rpartition(".")
+            found = mine.get(name, mine.get(f"{module}.base.{leaf}"))
+        if found is None or not torch.equal(found.detach().cpu(), tensor.detach().cpu()):
+            changed.append(name)
+    return changed
