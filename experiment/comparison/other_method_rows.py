@@ -23,14 +23,14 @@ from minigpt.io import UserError
 
 
 @torch.no_grad()
-def compare_other_methods(results: Path, pretrained, metrics: dict, data, tokenizer, before: dict, base_model, device,
+def compare_other_methods(results: Path, pretrained, metrics: dict, data, tokenizer, before: dict, timed_beside: dict, device,
                           latency: tuple[list[int], int, int], max_logit_difference) -> dict:
     """{method: figures}, in the units of the methods' rows, plus context, latency with the cache, base and swap checks."""
     trained_runs = metrics.get("other_methods", {})
     if not trained_runs:
         return {}
     base, _ = load_model_dir(pretrained)
-    rows, served = {}, {"base": base_model}
+    rows, served = {}, dict(timed_beside)  # the base (and LoRA) timed with the cache too, in the same rounds
     for name, trained in trained_runs.items():
         folder = Path(results) / OTHER_METHODS[name].directory
         rerun = f"run python train_finetune.py --method {name} again"
@@ -87,4 +87,7 @@ def other_methods_lines(comparison: dict) -> list[str]:
         lines.append(f"| {r['label']} | {r['context_positions_left']} of {r['context_positions']} | {r['ms_per_token_kv_cache']:.3f} "
                      f"({r['ms_per_token_kv_cache_base']:.3f}) | {merged} | {changed or 'none'} | {'yes' if r['swappable_on_one_base'] else 'no'} "
                      f"| {r['result_file_bytes']:,} | {check} |")
+    timings = other["latency_kv_cache"]
+    lines += ["", "With the key/value cache, median ms per generated token: " + ", ".join(
+        f"{name} {t['median_ms_per_token']:.3f}" for name, t in timings.items()) + "."]
     return lines

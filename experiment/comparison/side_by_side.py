@@ -179,7 +179,8 @@ def run_comparison(args) -> dict:
                             f"{variant['merge_check_max_abs_logit_difference']:.3g} in the logits, beyond float32 rounding "
                             f"({merge_tolerance(merge_check):.1e}); run python train_finetune.py --method variants again")
     comparison["other_methods"] = compare_other_methods(results, args.pretrained, metrics, data, tokenizer, evaluation["pretrained base"],
-                                                        models["pretrained base"], device, (prompt_ids, args.latency_tokens,
+                                                        {"base": models["pretrained base"], "LoRA unmerged": models["LoRA adapter (unmerged)"],
+                                                         "LoRA merged": models["LoRA merged"]}, device, (prompt_ids, args.latency_tokens,
                                                         args.latency_repeats), max_logit_difference)
     for name, row in comparison["other_methods"].get("rows", {}).items():  # the same float32 tolerance as LoRA's merge check
         if not row.get("merge_check_max_abs_logit_difference", 0.0) <= merge_tolerance(merge_check):

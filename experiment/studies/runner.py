@@ -27,6 +27,7 @@ from tqdm.auto import tqdm
 from experiment.training.data import prepare_finetune_data, resolve_data_paths
 from experiment.training.finetuning import finetune_one
 from experiment.training.methods import METHODS, NEW_ROWS
+from experiment.training.other_methods.catalog import OTHER_METHODS
 from experiment.training.variants import VARIANTS, variant_config
 from lora import LoRAConfig, LoRALinear
 from lora.config import DEFAULT_TARGETS
@@ -34,7 +35,7 @@ from minigpt.checkpoint import load_model_dir, model_fingerprint
 from minigpt.device import choose_device
 from minigpt.io import UserError, atomic_write_text, check_input_file
 
-STUDY_METHODS = {**METHODS, "rows": NEW_ROWS}
+STUDY_METHODS = {**METHODS, "rows": NEW_ROWS, **OTHER_METHODS}
 # Per-run figures summarised over seeds: (key, label in tables).
 FIGURES = (("new_val_loss", "new val loss"), ("new_probes", "new probes %"), ("old_val_loss", "old val loss"),
            ("old_probes", "old probes %"), ("train_seconds", "train time (s)"), ("tokens_per_second", "tokens/s"),
