@@ -96,7 +96,8 @@ def test_a_result_for_another_base_is_refused_in_one_line(others, tmp_path, monk
     (["--method", "prefix", "--num-virtual-tokens", "16"], "leaves no position for text"),
     (["--method", "prompt", "--num-virtual-tokens", "0"], "num_virtual_tokens must be at least 1"),
     (["--method", "adapters", "--adapter-size", "0"], "adapter_size must be a positive integer"),
-    (["--method", "ia3", "--ia3-targets", "key"], "'key' matches no Linear"),
+    (["--method", "ia3", "--ia3-targets", "key"], "feedforward_modules ['down_proj'] must also be in target_modules"),
+    (["--method", "adapters", "--adapter-targets", "o_proj,attn_out"], "'attn_out' matches no Linear"),
     (["--method", "bitfit", "--use-dora"], "--method bitfit trains no LoRA"),
 ])
 def test_bad_settings_for_each_method_end_in_one_line_before_training(pipeline, tmp_path, monkeypatch, capsys, flags, message):

@@ -105,10 +105,10 @@ OTHER_METHOD_RATES = {"adapters": (3e-3, 1e-2, 3e-2), "prefix": (3e-3, 1e-2, 3e-
 def methods_grid(seeds, full):
     """Every method at its default rate over all seeds; the five new ones also over their rate grid, at the first
     seed (quick, as the pareto study's quick grid) or at every seed (--full)."""
-    at_default = [RunSettings(method, seed) for method in ("full", "freeze", "lora", *OTHER_METHOD_RATES) for seed in seeds]
     grid_seeds = seeds if full else seeds[:1]
-    return at_default + [RunSettings(method, seed, lr=lr) for method, rates in OTHER_METHOD_RATES.items() for lr in rates
-                         for seed in grid_seeds]
+    rate_grid = [RunSettings(method, seed, lr=lr) for method, rates in OTHER_METHOD_RATES.items() for lr in rates for seed in grid_seeds]
+    at_default = [RunSettings(method, seed) for method in (*OTHER_METHOD_RATES, "full", "freeze", "lora") for seed in seeds]
+    return rate_grid + at_default  # the grid first: it is what sets the new methods' default rates
 
 
 REPLAY_FRACTIONS = (0.0, 0.1, 0.25)

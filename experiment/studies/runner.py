@@ -173,11 +173,16 @@ def run_grid(study: str, grid: list[RunSettings], context: StudyContext, show_pr
             missing.append((settings, key))
     progress = tqdm(total=len(records) + len(missing), initial=len(records), desc=f"{study}: runs", unit="run",
                     disable=not show_progress, dynamic_ncols=True)
+    by_key = {}  # two settings with one key (lr None and the same rate given): run once
     for settings, key in missing:
+        if key in by_key:
+            records[settings] = by_key[key]
+            progress.update(1)
+            continue
         progress.set_postfix_str(run_label(settings) + f" lr {settings.learning_rate:g} seed {settings.seed}")
         record = run_one(settings, context)
         atomic_write_text(runs_dir / f"{key}.json", json.dumps(record, indent=1) + "\n")  # cached the moment it ends
-        records[settings] = record
+        records[settings] = by_key[key] = record
         progress.update(1)
     progress.close()
     return [records[settings] for settings in dict.fromkeys(grid)]

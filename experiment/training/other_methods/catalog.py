@@ -14,7 +14,7 @@ OTHER_METHODS = {
     "adapters": Method("adapters", "other_methods/adapters", 1e-2, "bottleneck adapters"),
     "prefix": Method("prefix", "other_methods/prefix", 1e-2, "prefix tuning"),
     "prompt": Method("prompt", "other_methods/prompt", 3e-2, "prompt tuning"),
-    "bitfit": Method("bitfit", "other_methods/bitfit", 2e-2, "BitFit"),
+    "bitfit": Method("bitfit", "other_methods/bitfit", 3e-2, "BitFit"),
     "ia3": Method("ia3", "other_methods/ia3", 3e-2, "IA3"),
 }
 MERGEABLE = ("bitfit", "ia3")  # a plain MiniGPT afterwards, saved beside the small result
