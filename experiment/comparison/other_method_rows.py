@@ -11,6 +11,7 @@ by loading a small file onto one base, and for BitFit and IA3 the merge check of
 from pathlib import Path
 
 import torch
+from torch.profiler import ProfilerActivity, profile
 
 from experiment.comparison.measure import comparison_row, directory_bytes, milliseconds_per_token, raw_tensor_bytes
 from experiment.training.finetuning import check_record
@@ -20,6 +21,22 @@ from experiment.training.other_methods.preparation import base_tensors_changed
 from experiment.training.other_methods.result_directory import load_result
 from minigpt.checkpoint import load_model_dir, read_run_info
 from minigpt.io import UserError
+from minigpt.model import KVCache
+
+
+@torch.no_grad()
+def decode_step_operations(model, prompt_ids: list[int], device) -> int:
+    """aten operations one generated token dispatches with the key/value cache (not those inside another aten operation).
+
+    Unlike milliseconds, the count does not depend on how busy the machine is: at this width each operation costs
+    mostly its fixed dispatch overhead, so the count is what latency follows (see experiment/studies/overhead.py).
+    """
+    model.eval()
+    cache = KVCache(len(model.blocks))
+    model(torch.tensor([prompt_ids], device=device), cache=cache)  # the prompt fills the cache
+    with profile(activities=[ProfilerActivity.CPU]) as trace:
+        model(torch.tensor([[prompt_ids[-1]]], device=device), cache=cache)
+    return sum(1 for e in trace.events() if e.name.startswith("aten::") and not (e.cpu_parent and e.cpu_parent.name.startswith("aten::")))
 
 
 @torch.no_grad()
@@ -65,6 +82,8 @@ def compare_other_methods(results: Path, pretrained, metrics: dict, data, tokeni
         rows[name] = {**comparison_row(trained, measured, before), **row}
     prompt_ids, new_tokens, repeats = latency
     timings = milliseconds_per_token(served, prompt_ids, new_tokens, repeats, device, use_cache=True)
+    for name, model in served.items():
+        timings[name]["operations_per_token_kv_cache"] = decode_step_operations(model, prompt_ids, device)
     for name, row in rows.items():
         row["ms_per_token_kv_cache"] = timings[name]["median_ms_per_token"]
         row["ms_per_token_kv_cache_merged"] = timings.get(f"{name} merged", {}).get("median_ms_per_token")
@@ -78,16 +97,19 @@ def other_methods_lines(comparison: dict) -> list[str]:
     if not other:
         return []
     lines = ["", "## Methods beside LoRA: context, latency, base, swapping", "",
-             "| method | context positions left | ms/token with KV cache (base) | merged ms/token | base tensors changed when served "
-             "| tasks swap on one base | result file bytes | merge check |", "|---|---|---|---|---|---|---|---|"]
+             "| method | context positions left | ms/token with KV cache (base) | operations per token (base) | merged ms/token "
+             "| base tensors changed when served | tasks swap on one base | result file bytes | merge check |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    timings = other["latency_kv_cache"]
     for name, r in other["rows"].items():
         merged = "-" if r["ms_per_token_kv_cache_merged"] is None else f"{r['ms_per_token_kv_cache_merged']:.3f}"
         check = f"{r['merge_check_max_abs_logit_difference']:.2e}" if "merge_check_max_abs_logit_difference" in r else "not mergeable"
         changed = len(r["base_tensors_changed_when_served"])
         lines.append(f"| {r['label']} | {r['context_positions_left']} of {r['context_positions']} | {r['ms_per_token_kv_cache']:.3f} "
-                     f"({r['ms_per_token_kv_cache_base']:.3f}) | {merged} | {changed or 'none'} | {'yes' if r['swappable_on_one_base'] else 'no'} "
+                     f"({r['ms_per_token_kv_cache_base']:.3f}) | {timings[name]['operations_per_token_kv_cache']} "
+                     f"({timings['base']['operations_per_token_kv_cache']}) | {merged} | {changed or 'none'} | {'yes' if r['swappable_on_one_base'] else 'no'} "
                      f"| {r['result_file_bytes']:,} | {check} |")
-    timings = other["latency_kv_cache"]
-    lines += ["", "With the key/value cache, median ms per generated token: " + ", ".join(
-        f"{name} {t['median_ms_per_token']:.3f}" for name, t in timings.items()) + "."]
+    lines += ["", "With the key/value cache, median [min-max] ms per generated token, and aten operations per token: " + ", ".join(
+        f"{name} {t['median_ms_per_token']:.3f} [{t['min_ms_per_token']:.3f}-{t['max_ms_per_token']:.3f}] "
+        f"({t['operations_per_token_kv_cache']})" for name, t in timings.items()) + "."]
     return lines
