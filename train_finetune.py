@@ -8,6 +8,10 @@ attention projections. All three see the same data, steps, batch size and
 seed. Writes under dist/finetuning_results/: full_finetune/, layer_freezing/,
 lora_adapter/ (A/B tensors, new word rows, config, tokenizer), lora_merged/,
 metrics.json, parameter_counts.png and loss_curves.png.
+
+    python train_finetune.py --method others   # bottleneck adapters, prefix, prompt, BitFit, IA3 (docs/other_methods.md)
+
+Each of those five saves other_methods/NAME/result/ (and merged/ for BitFit and IA3) beside the three.
 """
 
 import os

@@ -105,3 +105,16 @@ def test_bad_settings_for_each_method_end_in_one_line_before_training(pipeline, 
                                                  *FINETUNE_DATA_FLAGS, "--no-progress", *flags], monkeypatch, capsys)
     assert_one_line_error(status, err, message)
     assert not (tmp_path / "out" / "metrics.json").exists()
+
+
+def test_the_methods_study_runs_every_method_at_its_default_over_the_seeds_and_the_grid_at_the_first_seed():
+    from experiment.studies.catalog import OTHER_METHOD_RATES, methods_grid
+    from experiment.studies.runner import STUDY_METHODS
+
+    grid = methods_grid((1337, 1, 2), full=False)
+    for method in ["full", "freeze", "lora", *OTHERS]:
+        assert {s.seed for s in grid if s.method == method and s.lr is None} == {1337, 1, 2}
+    for method, rates in OTHER_METHOD_RATES.items():
+        assert {s.lr for s in grid if s.method == method and s.lr is not None} == set(rates)
+        assert {s.seed for s in grid if s.method == method and s.lr is not None} == {1337}
+        assert STUDY_METHODS[method].lr in rates  # the default is one of the grid's rates, so its first-seed run is shared
