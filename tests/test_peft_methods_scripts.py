@@ -15,7 +15,7 @@ OTHERS = ["adapters", "prefix", "prompt", "bitfit", "ia3"]
 
 @pytest.fixture(scope="module")
 def others(pipeline, tmp_path_factory):
-    """The default tiny results copied, then --method others (4 steps each) and compare.py on the copy."""
+    """The default tiny results copied, then --method others (the same 8 steps, so the default records are kept) and compare.py."""
     results = tmp_path_factory.mktemp("others") / "results"
     shutil.copytree(pipeline["results"], results)
     common = ["--pretrained", pipeline["pretrained"], *FINETUNE_DATA_FLAGS, "--no-progress"]
@@ -24,7 +24,7 @@ def others(pipeline, tmp_path_factory):
         status, out, err = run_main("train_finetune", ["--method", "others", "--out", results, "--steps", "8", "--eval-interval", "4",
                                                        "--batch-size", "8", "--num-virtual-tokens", "4", *common], monkeypatch, capsys)
         assert status == 0, err
-        status, compare_out, err = run_main("compare", ["--results", results, "--latency-tokens", "3", "--latency-repeats", "1", *common],
+        status, compare_out, err = run_main("compare", ["--results", results, "--latency-tokens", "2", "--latency-repeats", "1", *common],
                                             monkeypatch, capsys)
         assert status == 0, err
     return {"results": results, "pretrained": pipeline["pretrained"], "out": out, "compare_out": compare_out}
@@ -118,3 +118,20 @@ def test_the_methods_study_runs_every_method_at_its_default_over_the_seeds_and_t
         assert {s.lr for s in grid if s.method == method and s.lr is not None} == set(rates)
         assert {s.seed for s in grid if s.method == method and s.lr is not None} == {1337}
         assert STUDY_METHODS[method].lr in rates  # the default is one of the grid's rates, so its first-seed run is shared
+
+
+def test_a_run_asked_for_twice_by_the_default_rate_and_by_the_same_rate_counts_once(tmp_path):
+    from experiment.studies.runner import RunSettings, run_grid
+
+    class Context:  # what run_grid needs: a cache directory and a key per settings; the run itself is cached already
+        out = tmp_path
+
+        @staticmethod
+        def key(settings):
+            return "same-run"
+
+    (tmp_path / "methods" / "runs").mkdir(parents=True)
+    record = {"settings": RunSettings("ia3", 1337).canonical(), "label": "IA3"}
+    (tmp_path / "methods" / "runs" / "same-run.json").write_text(json.dumps(record))
+    grid = [RunSettings("ia3", 1337), RunSettings("ia3", 1337, lr=RunSettings("ia3", 1337).learning_rate)]
+    assert run_grid("methods", grid, Context, show_progress=False) == [record]

@@ -185,7 +185,10 @@ def run_grid(study: str, grid: list[RunSettings], context: StudyContext, show_pr
         records[settings] = by_key[key] = record
         progress.update(1)
     progress.close()
-    return [records[settings] for settings in dict.fromkeys(grid)]
+    unique = {}  # one record per run: settings that differ only in how the rate is given (None or the default) are one run
+    for settings in dict.fromkeys(grid):
+        unique.setdefault(json.dumps(records[settings]["settings"], sort_keys=True), records[settings])
+    return list(unique.values())
 
 
 def summarize(values: list[float]) -> dict:
