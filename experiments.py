@@ -4,6 +4,7 @@
     python experiments.py pareto --full    # the bigger grid (docs/results.md gives its time)
     python experiments.py intrinsic-rank   # after train_finetune.py: is full fine-tuning's update low-rank?
     python experiments.py costs            # LoRA's time and memory per step up to SmolLM-135M's shape (untrained models)
+    python experiments.py methods          # adapters, prefix, prompt, BitFit, IA3 beside full, freeze and LoRA
 
 Every run is cached under dist/experiments/<study>/runs/, keyed by its settings
 and the base model: stop with Ctrl-C and run the same command again to resume;
@@ -20,6 +21,7 @@ import time
 
 from experiment.training.data import add_finetune_data_flags
 from experiment.training.methods import USER_ERRORS
+from experiment.training.other_methods.catalog import OTHER_METHODS
 from experiment.studies.runner import StudyContext
 from experiment.studies.catalog import STUDIES, run_intrinsic_rank_study, run_overhead_study, run_study
 from minigpt.io import (ArgumentParser, UserError, add_common_flags, apply_threads, ensure_writable_dir, output_lock, positive_int,
@@ -48,7 +50,8 @@ def parse_args():
                         help="pareto study only: comma-separated learning rates for every method, instead of each method's grid")
     parser.add_argument("--ranks", type=comma_list(positive_int), default=None, help="rank study only: comma-separated ranks")
     parser.add_argument("--methods", type=comma_list(str), default=None,
-                        help="comma-separated subset of full,freeze,lora,rows to run from the study's grid (default: all)")
+                        help="comma-separated subset of full,freeze,lora,rows,adapters,prefix,prompt,bitfit,ia3 to run from the "
+                        "study's grid (default: all)")
     parser.add_argument("--steps", type=positive_int, default=None, help="steps per run (default: 150, as train_finetune.py)")
     parser.add_argument("--batch-size", type=positive_int, default=None, help="windows per step (default: 32, as train_finetune.py)")
     parser.add_argument("--pretrained", default="dist/pretrained", help="the base model directory (train_pretrain.py)")
@@ -59,9 +62,10 @@ def parse_args():
     args = parser.parse_args()
     if args.study not in STUDY_NAMES:
         raise UserError(f"unknown study {args.study!r}; choose one of {', '.join(STUDY_NAMES)} (see python experiments.py --help)")
-    unknown = set(args.methods or ()) - {"full", "freeze", "lora", "rows"}
+    known = ["full", "freeze", "lora", "rows", *OTHER_METHODS]
+    unknown = set(args.methods or ()) - set(known)
     if unknown:
-        raise UserError(f"unknown method(s) {', '.join(sorted(unknown))} in --methods; choose from full, freeze, lora, rows")
+        raise UserError(f"unknown method(s) {', '.join(sorted(unknown))} in --methods; choose from {', '.join(known)}")
     if args.lrs is not None and args.study != "pareto":
         raise UserError("--lrs applies to the pareto study only; leave it out or run: python experiments.py pareto --lrs 0.01,0.02")
     if any(not lr > 0 for lr in args.lrs or ()):

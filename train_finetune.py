@@ -8,6 +8,10 @@ attention projections. All three see the same data, steps, batch size and
 seed. Writes under dist/finetuning_results/: full_finetune/, layer_freezing/,
 lora_adapter/ (A/B tensors, new word rows, config, tokenizer), lora_merged/,
 metrics.json, parameter_counts.png and loss_curves.png.
+
+    python train_finetune.py --method others   # bottleneck adapters, prefix, prompt, BitFit, IA3 (docs/other_methods.md)
+
+Each of those five saves other_methods/NAME/result/ (and merged/ for BitFit and IA3) beside the three.
 """
 
 import os
@@ -29,6 +33,7 @@ from pathlib import Path
 from experiment.training.data import add_finetune_data_flags
 from experiment.training.finetuning import run_finetuning
 from experiment.training.methods import METHODS, USER_ERRORS
+from experiment.training.other_methods.catalog import OTHER_METHODS, add_other_method_flags
 from experiment.comparison.report import percent
 from lora.config import A_INITS, DEFAULT_TARGETS, QUANTIZE_CHOICES, LoRAConfig
 from minigpt.distributed import is_main_process, start_data_parallel, stop_data_parallel
@@ -40,8 +45,10 @@ DEFAULT_STEPS, DEFAULT_BATCH_SIZE, DEFAULT_SEED = 150, 32, 1337
 
 def parse_args():
     parser = ArgumentParser(description="Fine-tune MiniGPT on a new domain: full, layer freezing and LoRA.")
-    parser.add_argument("--method", choices=["full", "freeze", "lora", "all", "variants"], default="all",
-                        help="which method(s) to run; variants: rsLoRA, LoRA+, DoRA and QLoRA, saved under variants/")
+    parser.add_argument("--method", choices=["full", "freeze", "lora", "all", "variants", *OTHER_METHODS, "others"], default="all",
+                        help="which method(s) to run; variants: rsLoRA, LoRA+, DoRA and QLoRA, saved under variants/; "
+                        "adapters (bottleneck adapters), prefix (prefix tuning), prompt (prompt tuning), bitfit, ia3, or others "
+                        "(those five), saved under other_methods/ (docs/other_methods.md)")
     parser.add_argument("--pretrained", default="dist/pretrained", help="model directory written by train_pretrain.py")
     add_finetune_data_flags(parser)
     parser.add_argument("--out", default="dist/finetuning_results", help="results directory")
@@ -49,7 +56,7 @@ def parse_args():
     parser.add_argument("--batch-size", type=positive_int, default=DEFAULT_BATCH_SIZE, help="windows per step")
     parser.add_argument("--lr", type=positive_float, default=None,
                         help="peak learning rate for every method (default: per method, " +
-                        ", ".join(f"{m.name} {m.lr:g}" for m in METHODS.values()) + ")")
+                        ", ".join(f"{m.name} {m.lr:g}" for m in [*METHODS.values(), *OTHER_METHODS.values()]) + ")")
     parser.add_argument("--eval-interval", type=positive_int, default=25, help="steps between loss evaluations")
     parser.add_argument("--train-last-k", type=int, default=None, help="layer freezing: blocks trained from the top (default: half of them)")
     parser.add_argument("--rank", type=positive_int, default=LoRAConfig.r, help="LoRA rank r")
@@ -61,6 +68,7 @@ def parse_args():
                         help="share of each batch drawn from the pretraining corpus's training split, in [0, 1) (against forgetting)")
     parser.add_argument("--init", choices=A_INITS, default="kaiming", help="initialisation of LoRA's A matrix")
     add_variant_flags(parser)
+    add_other_method_flags(parser)
     parser.add_argument("--adapter-name", default=None,
                         help="with --method lora: save the adapter as OUT/adapters/NAME/, with its merged model (merged/) and figures "
                         "(metrics.json) inside it, one directory swapped in at once, "
@@ -89,7 +97,7 @@ def check_flag_combinations(args) -> None:
     lora_flags = {"--use-rslora": args.use_rslora, "--use-dora": args.use_dora,
                   "--loraplus-lr-ratio": args.loraplus_lr_ratio is not None, "--quantize-base": args.quantize_base != "none"}
     given = [flag for flag, on in lora_flags.items() if on]
-    if given and args.method in ("full", "freeze"):
+    if given and args.method in ("full", "freeze", *OTHER_METHODS, "others"):
         raise UserError(f"{given[0]} changes LoRA only, but --method {args.method} trains no LoRA; use --method lora")
     if given and args.method == "variants":
         raise UserError(f"--method variants trains every variant one at a time; drop {given[0]}, or use --method lora {given[0]}")

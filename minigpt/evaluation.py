@@ -24,7 +24,7 @@ from minigpt.tokenizer import WordTokenizer, split_words
 def stream_loss(model, data: torch.Tensor, device, batch_size: int = 64) -> float:
     """Mean cross-entropy (nats/token) over all non-overlapping windows of `data`."""
     model.eval()
-    block_size = model.config.block_size
+    block_size = model.text_positions()  # block_size, less positions prefix or prompt tuning reserve
     n_windows = (len(data) - 1) // block_size
     inputs = data[: n_windows * block_size].view(n_windows, block_size)  # (N, T)
     targets = data[1 : n_windows * block_size + 1].view(n_windows, block_size)  # (N, T)
@@ -80,7 +80,7 @@ def probe_accuracy(model, tokenizer: WordTokenizer, probes: list[dict], device) 
     for probe in probes:
         # <eot> first: the prompt is read as the start of a fresh document.
         ids = [tokenizer.eot_id] + tokenizer.encode(probe["prompt"])
-        ids = ids[-model.config.block_size :]
+        ids = ids[-model.text_positions() :]
         logits, _ = model(torch.tensor([ids], device=device))
         predicted = tokenizer.id_to_token[logits[0, -1].argmax().item()]
         results.append({**probe, "predicted": predicted, "correct": predicted == probe["answer"]})

@@ -107,6 +107,11 @@ class KVCache:
     def __init__(self, n_layer: int):
         self.layers = [LayerCache() for _ in range(n_layer)]
 
+    def fill(self, key_values: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
+        """Start an empty cache from given keys and values, one (keys, values) pair per block, each (B, n_head, p, head_dim)."""
+        for layer, (keys, values) in zip(self.layers, key_values, strict=True):
+            layer.keys, layer.values = keys, values
+
     @property
     def length(self) -> int:
         keys = self.layers[0].keys
@@ -132,6 +137,14 @@ class MiniGPT(nn.Module):
         for name, parameter in self.named_parameters():
             if name.endswith(("o_proj.weight", "down_proj.weight")):
                 nn.init.normal_(parameter, mean=0.0, std=0.02 / math.sqrt(2 * config.n_layer))
+        # Two empty slots a fine-tuning method may fill, each a module with `num_virtual_tokens` (p) that
+        # MiniGPT calls with the batch size (prefix and prompt tuning fill them; see peft_methods/):
+        #   extra_key_values(B) -> one (keys, values) per block, each (B, n_head, p, head_dim): the cache starts
+        #                          with them, so every token attends to p positions it never read;
+        #   extra_embeddings(B) -> (B, p, C): put before the input's token embeddings, at positions 0 .. p-1.
+        # Either takes p positions of the context from the text. Empty, they change nothing.
+        self.extra_key_values: nn.Module | None = None
+        self.extra_embeddings: nn.Module | None = None
 
     @staticmethod
     def _init_weights(module: nn.Module) -> None:
@@ -141,6 +154,14 @@ class MiniGPT(nn.Module):
                 nn.init.zeros_(module.bias)
         elif isinstance(module, nn.Embedding):
             nn.init.normal_(module.weight, mean=0.0, std=0.02)
+
+    def reserved_positions(self) -> int:
+        """Context positions the extra key/value or embedding slots take (0 when both are empty)."""
+        return sum(slot.num_virtual_tokens for slot in (self.extra_key_values, self.extra_embeddings) if slot is not None)
+
+    def text_positions(self) -> int:
+        """How many tokens of text fit in the context: block_size less the reserved positions."""
+        return self.config.block_size - self.reserved_positions()
 
     def num_parameters(self, trainable_only: bool = False) -> int:
         """Parameters counted once each (the tied head shares the embedding's)."""
@@ -153,14 +174,27 @@ class MiniGPT(nn.Module):
         cache.length, cache.length + 1, ... and their keys and values are added to it.
         """
         B, T = idx.shape
+        x = self.token_embedding(idx)  # (B, T, C)
+        virtual = 0  # extra input embeddings before the text, only on the first call of a cache
+        if self.extra_embeddings is not None and (cache is None or cache.length == 0):
+            prompt = self.extra_embeddings(B)  # (B, p, C)
+            virtual = prompt.size(1)
+            x = torch.cat([prompt, x], dim=1)  # (B, p + T, C)
+        if self.extra_key_values is not None:
+            if cache is None:
+                cache = KVCache(len(self.blocks))  # a private cache that starts with the extra keys and values
+            if cache.length == 0:
+                cache.fill(self.extra_key_values(B))
         start = cache.length if cache is not None else 0
-        if start + T > self.config.block_size:
-            raise ValueError(f"sequence of length {start + T} is longer than block_size {self.config.block_size}")
-        positions = torch.arange(start, start + T, device=idx.device)  # (T,)
-        x = self.token_embedding(idx) + self.position_embedding(positions)  # (B, T, C)
+        length = x.size(1)
+        if start + length > self.config.block_size:
+            raise ValueError(f"sequence of length {start + length} is longer than block_size {self.config.block_size}")
+        positions = torch.arange(start, start + length, device=idx.device)  # (p + T,) or (T,)
+        x = x + self.position_embedding(positions)  # (B, T, C)
         x = self.embedding_dropout(x)
         for index, block in enumerate(self.blocks):
             x = block(x, cache.layers[index] if cache is not None else None)
+        x = x[:, virtual:]  # only the text's positions predict tokens: (B, T, C)
         logits = self.lm_head(self.final_norm(x))  # (B, T, vocab_size)
         loss = None
         if targets is not None:
@@ -182,14 +216,15 @@ class MiniGPT(nn.Module):
         the last block_size tokens, exactly as the uncached path does.
         """
         cache, fed = None, 0  # fed: how many tokens of idx the cache has seen
+        limit = self.text_positions()  # block_size, less any positions prefix or prompt tuning reserve
         for _ in range(max_new_tokens):
-            if use_cache and idx.size(1) <= self.config.block_size:
+            if use_cache and idx.size(1) <= limit:
                 if cache is None:
                     cache = KVCache(len(self.blocks))
                 logits, _ = self(idx[:, fed:], cache=cache)  # only the tokens the cache has not seen
                 fed = idx.size(1)
             else:
-                context = idx[:, -self.config.block_size :]  # the model sees at most block_size tokens
+                context = idx[:, -limit:]  # the model sees at most block_size tokens (less reserved positions)
                 logits, _ = self(context)
             logits = logits[:, -1, :]  # (B, vocab_size): only the last position predicts the next token
             if temperature == 0:

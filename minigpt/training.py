@@ -88,7 +88,7 @@ def estimate_loss(model, data: torch.Tensor, batch_size: int, num_batches: int, 
     was_training = model.training
     model.eval()
     generator = torch.Generator().manual_seed(EVAL_SEED)
-    block_size = model.config.block_size
+    block_size = model.text_positions()  # block_size, less positions prefix or prompt tuning reserve
     losses = []
     for _ in range(num_batches):
         x, y = get_batch(data, block_size, batch_size, generator, device)
@@ -142,7 +142,7 @@ def train(model, train_data: torch.Tensor, val_data: torch.Tensor, config: Train
     processes = world_size()
     optimizer = make_optimizer(model, config, parameter_groups(model) if parameter_groups else None)
     generator = torch.Generator().manual_seed(config.seed)  # batch order depends on the seed alone
-    block_size = model.config.block_size
+    block_size = model.text_positions()  # block_size, less positions prefix or prompt tuning reserve
     result = TrainResult(trainable_parameters=sum(p.numel() for p in model.parameters() if p.requires_grad))
     best = {"loss": math.inf, "state": None}
 

@@ -20,7 +20,7 @@ def imported_top_level_packages(folder: str) -> dict[str, set[str]]:
     return found
 
 
-PROJECT_PACKAGES = {"lora", "minigpt", "experiment", "coursework"}
+PROJECT_PACKAGES = {"lora", "minigpt", "experiment", "coursework", "peft_methods"}
 
 
 @pytest.mark.parametrize("folder, allowed_project_packages", [("lora", {"lora"}), ("minigpt", {"minigpt"})])
@@ -38,7 +38,7 @@ def test_lora_needs_torch_and_the_standard_library_alone():
 
 def test_the_experiment_imports_only_the_libraries_below_it():
     for file, names in imported_top_level_packages("experiment").items():
-        forbidden = names & (PROJECT_PACKAGES - {"lora", "minigpt", "experiment"})
+        forbidden = names & (PROJECT_PACKAGES - {"lora", "minigpt", "experiment", "peft_methods"})
         assert not forbidden, f"experiment/{file} imports {forbidden}"
 
 
@@ -89,3 +89,13 @@ def test_each_experiment_folder_holds_at_most_eight_modules_and_says_what_it_hol
         docstring = ast.get_docstring(ast.parse((folder / "__init__.py").read_text(encoding="utf-8"))) or ""
         for module in modules:
             assert module.name in docstring, f"{folder.name}/__init__.py does not list {module.name} in its reading order"
+
+
+def test_peft_methods_needs_torch_and_itself_alone():
+    for file, names in imported_top_level_packages("peft_methods").items():
+        assert names <= {"peft_methods", "torch", "dataclasses", "math", "typing"}, f"peft_methods/{file} imports {names}"
+
+
+def test_minigpt_never_imports_peft_methods():
+    for file, names in imported_top_level_packages("minigpt").items():
+        assert "peft_methods" not in names, f"minigpt/{file} imports peft_methods"

@@ -83,8 +83,8 @@ def test_a_missing_pretrained_model_says_to_run_pretraining_first(tmp_path):
 
 
 def test_an_unknown_method_is_refused(monkeypatch, capsys):
-    status, _, err = run_main("train_finetune", ["--method", "prefix"], monkeypatch, capsys)
-    assert_one_line_error(status, err, "--method", "invalid choice: 'prefix'")
+    status, _, err = run_main("train_finetune", ["--method", "sparse"], monkeypatch, capsys)
+    assert_one_line_error(status, err, "--method", "invalid choice: 'sparse'")
 
 
 @pytest.mark.parametrize("flags, message", [

@@ -32,7 +32,8 @@ def raw_tensor_bytes(path: str | Path) -> int:
 
 
 @torch.no_grad()
-def milliseconds_per_token(models: dict, prompt_ids: list[int], new_tokens: int, repeats: int, device) -> dict:
+def milliseconds_per_token(models: dict, prompt_ids: list[int], new_tokens: int, repeats: int, device,
+                           use_cache: bool = False) -> dict:
     """Greedy generation of `new_tokens` tokens at batch size 1, for each model.
 
     Every model gets one warm-up run, then the timed runs go round-robin, the
@@ -44,7 +45,7 @@ def milliseconds_per_token(models: dict, prompt_ids: list[int], new_tokens: int,
     timings = {name: [] for name in models}
     for model in models.values():
         model.eval()
-        model.generate(idx, new_tokens, temperature=0.0)  # warm-up: allocations, caches, lazy init
+        model.generate(idx, new_tokens, temperature=0.0, use_cache=use_cache)  # warm-up: allocations, caches, lazy init
     names = list(models)
     for round_index in range(repeats):
         shift = round_index % len(names)
@@ -52,11 +53,12 @@ def milliseconds_per_token(models: dict, prompt_ids: list[int], new_tokens: int,
             model = models[name]
             _synchronize(device)
             start = time.perf_counter()
-            model.generate(idx, new_tokens, temperature=0.0)
+            model.generate(idx, new_tokens, temperature=0.0, use_cache=use_cache)
             _synchronize(device)
             timings[name].append(1000 * (time.perf_counter() - start) / new_tokens)
     return {name: {"median_ms_per_token": statistics.median(t), "min_ms_per_token": min(t), "max_ms_per_token": max(t),
-                   "repeats": repeats, "new_tokens": new_tokens, "prompt_tokens": len(prompt_ids), "batch_size": 1}
+                   "repeats": repeats, "new_tokens": new_tokens, "prompt_tokens": len(prompt_ids), "batch_size": 1,
+                   **({"key_value_cache": True} if use_cache else {})}
             for name, t in timings.items()}
 
 

@@ -1,5 +1,7 @@
 """The comparison as text: a console table and a Markdown report readable on its own."""
 
+from experiment.comparison.other_method_rows import other_methods_lines
+
 ARTIFACT = {"full": "full_finetune", "freeze": "layer_freezing", "lora": "lora_adapter"}
 
 
@@ -14,6 +16,7 @@ def _rows(comparison: dict) -> list[list[str]]:
              percent(base['finetune_probe_accuracy']), f"{base['pretrain_val_loss']:.3f}", percent(base['pretrain_probe_accuracy'])]]
     runs = [(m, comparison["storage"][ARTIFACT[name]]["file_bytes"]) for name, m in comparison["methods"].items()]
     runs += [(v, v["adapter_file_bytes"]) for v in comparison.get("variants", {}).values()]
+    runs += [(o, o["result_file_bytes"]) for o in (comparison.get("other_methods") or {}).get("rows", {}).values()]
     for m, disk in runs:
         rows.append([
             m["label"], f"{m['trainable_parameters']:,} ({m['trainable_percent']:.1f}%)",
@@ -45,6 +48,8 @@ def print_table(comparison: dict) -> None:
           f"{comparison['merge_check_float64']:.2e})")
     for variant in comparison.get("variants", {}).values():
         print(f"{variant['label']}: merge check {variant['merge_check_max_abs_logit_difference']:.2e}" + _quantization_line(variant))
+    for line in other_methods_lines(comparison)[1:]:
+        print(line)
     storage = comparison["storage"]
     print(f"storage: LoRA adapter {storage['lora_adapter']['file_bytes'] / 1024:.1f} KiB vs merged model "
           f"{storage['lora_merged']['file_bytes'] / 1024:.1f} KiB "
@@ -67,6 +72,7 @@ def comparison_markdown(comparison: dict) -> str:
         for v in comparison["variants"].values():
             lines.append(f"| {v['label']} | {v['merge_check_max_abs_logit_difference']:.2e} | {v['adapter_file_bytes']:,} | "
                          f"{_quantization_line(v).lstrip('; ') or '-'} |")
+    lines += other_methods_lines(comparison)
     lines += ["", "## Storage", "", "| artifact | file bytes | tensor bytes |", "|---|---|---|"]
     for name, s in comparison["storage"].items():
         lines.append(f"| {name} | {s['file_bytes']:,} | {s['tensor_bytes']:,} |")

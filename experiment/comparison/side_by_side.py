@@ -23,6 +23,7 @@ from experiment.training.variants import VARIANTS
 from experiment.training.new_token_rows import join_new_token_rows
 from experiment.plots import plot_forgetting_vs_learning, plot_latency, plot_loss_curves, plot_parameter_counts, plot_storage
 from experiment.comparison.report import comparison_markdown
+from experiment.comparison.other_method_rows import compare_other_methods
 from experiment.comparison.variant_rows import compare_variants
 from lora import lora_matrix_savings, merge_lora
 from minigpt.checkpoint import load_model_dir, model_fingerprint, read_run_info
@@ -196,6 +197,17 @@ def run_comparison(args) -> dict:
             raise UserError(f"merge check failed: variants/{name}/merged/ differs from its adapter on the base by up to "
                             f"{variant['merge_check_max_abs_logit_difference']:.3g} in the logits, beyond float32 rounding "
                             f"({merge_tolerance(merge_check):.1e}); run python train_finetune.py --method variants again")
+    comparison["other_methods"] = compare_other_methods(results, args.pretrained, metrics, data, tokenizer, evaluation["pretrained base"],
+                                                        {"base": models["pretrained base"], "LoRA unmerged": models["LoRA adapter (unmerged)"],
+                                                         "LoRA merged": models["LoRA merged"]}, device, (prompt_ids, args.latency_tokens,
+                                                        args.latency_repeats), max_logit_difference)
+    for name, row in comparison["other_methods"].get("rows", {}).items():  # the same float32 tolerance as LoRA's merge check
+        if not row.get("merge_check_max_abs_logit_difference", 0.0) <= merge_tolerance(merge_check):
+            raise UserError(f"merge check failed: {name}'s merged model differs from its result on the base by up to "
+                            f"{row['merge_check_max_abs_logit_difference']:.3g} in the logits, beyond float32 rounding; "
+                            f"run python train_finetune.py --method {name} again")
+    if not comparison["other_methods"]:
+        del comparison["other_methods"]  # the default comparison.json is as before
     write_outputs(results, comparison, metrics)
     return comparison
 

@@ -6,6 +6,8 @@
 * rank:    LoRA rank 1 to 64 with alpha fixed, with alpha = 2r (and rsLoRA where lora has it).
 * targets: which layers LoRA adapts, at equal rank and at (about) equal trainable-parameter budget.
 * replay:  pretraining text mixed into every fine-tuning batch (experiment/training/replay.py), 0 / 0.1 / 0.25.
+* methods: bottleneck adapters, prefix, prompt, BitFit and IA3 (peft_methods/), each over a learning-rate grid,
+           beside full fine-tuning, layer freezing and LoRA at their defaults, on one Pareto plot.
 * intrinsic-rank: the singular values of full fine-tuning's ΔW (experiment/studies/intrinsic_rank.py); no training.
 
 Each grid has a quick form (the default, minutes) and a --full form (docs/results.md gives its time).
@@ -92,6 +94,21 @@ def targets_grid(seeds, full):
 def variants_grid(seeds, full):
     """Plain LoRA and each variant at the same rank, alpha, targets and learning rate (experiment/training/variants.py)."""
     return [RunSettings("lora", seed, variant=variant) for variant in (None, *VARIANTS) for seed in seeds]
+
+
+# Three rates per method around the usual range of each (the quick grid); each method's default rate
+# (experiment/training/other_methods/catalog.py) is the grid's best by mean new-domain validation loss.
+OTHER_METHOD_RATES = {"adapters": (3e-3, 1e-2, 3e-2), "prefix": (3e-3, 1e-2, 3e-2), "prompt": (1e-2, 3e-2, 1e-1),
+                      "bitfit": (1e-2, 3e-2, 1e-1), "ia3": (1e-2, 3e-2, 1e-1)}
+
+
+def methods_grid(seeds, full):
+    """Every method at its default rate over all seeds; the five new ones also over their rate grid, at the first
+    seed (quick, as the pareto study's quick grid) or at every seed (--full)."""
+    grid_seeds = seeds if full else seeds[:1]
+    rate_grid = [RunSettings(method, seed, lr=lr) for method, rates in OTHER_METHOD_RATES.items() for lr in rates for seed in grid_seeds]
+    at_default = [RunSettings(method, seed) for method in (*OTHER_METHOD_RATES, "full", "freeze", "lora") for seed in seeds]
+    return rate_grid + at_default  # the grid first: it is what sets the new methods' default rates
 
 
 REPLAY_FRACTIONS = (0.0, 0.1, 0.25)
@@ -182,6 +199,22 @@ def replay_report(records, directory):
     return markdown_table(OUTCOME_HEADER, outcome_rows(group_over_seeds(records)))
 
 
+def methods_report(records, directory):
+    plot_pareto(records, directory / "methods.png", "Learning versus forgetting, every method: one point per run "
+                "(learning-rate grid x seeds)")
+    groups = group_over_seeds(records)
+    best = {}  # the rule the first three methods' rates follow (experiment/training/methods.py), at the grid's first seed
+    for label in dict.fromkeys(g["label"] for g in groups.values()):
+        grid = sorted((g for g in groups.values() if g["label"] == label), key=lambda g: g["settings"]["lr"])
+        enough = [g for g in grid if g["new_probes"]["mean"] >= 90]
+        best[label] = enough[0] if enough else max(grid, key=lambda g: (g["new_probes"]["mean"], -g["new_val_loss"]["mean"]))
+    rows = [row + [cell(g["train_seconds"], digits=1)] for row, g in zip(outcome_rows(groups), groups.values())]
+    note = ("\nDefault rate per method: the smallest rate of its grid that learns at least 90% of the new-domain probes, "
+            "else the rate that learns the most (mean over the runs at that rate): ") + "; ".join(
+        f"{label} {g['settings']['lr']:g}" for label, g in best.items()) + "\n"
+    return markdown_table(OUTCOME_HEADER + ["train seconds"], rows) + note
+
+
 STUDIES = {
     "seeds": Study("seeds", "every method and the new-rows-only control over several seeds", seeds_grid, seeds_report),
     "pareto": Study("pareto", "learning-rate grid per method: forgetting against learning, each method's frontier",
@@ -192,6 +225,8 @@ STUDIES = {
                      targets_report, default_seeds=(1337,), full_seeds=QUICK_SEEDS),
     "variants": Study("variants", "plain LoRA against rsLoRA, LoRA+, DoRA and QLoRA, each changing one idea",
                       variants_grid, variants_report),
+    "methods": Study("methods", "bottleneck adapters, prefix, prompt, BitFit and IA3 over a learning-rate grid beside full, "
+                     "freeze and LoRA: where each lands", methods_grid, methods_report),
     "replay": Study("replay", "pretraining text mixed into fine-tuning: where each method lands", replay_grid,
                     replay_report, default_seeds=(1337,), full_seeds=QUICK_SEEDS),
 }

@@ -27,6 +27,7 @@ from tqdm.auto import tqdm
 from experiment.training.data import prepare_finetune_data, resolve_data_paths
 from experiment.training.finetuning import finetune_one
 from experiment.training.methods import METHODS, NEW_ROWS
+from experiment.training.other_methods.catalog import OTHER_METHODS
 from experiment.training.variants import VARIANTS, variant_config
 from lora import LoRAConfig, LoRALinear
 from lora.config import DEFAULT_TARGETS
@@ -34,7 +35,7 @@ from minigpt.checkpoint import load_model_dir, model_fingerprint
 from minigpt.device import choose_device
 from minigpt.io import UserError, atomic_write_text, check_input_file, read_json_file, require_number
 
-STUDY_METHODS = {**METHODS, "rows": NEW_ROWS}
+STUDY_METHODS = {**METHODS, "rows": NEW_ROWS, **OTHER_METHODS}
 # Per-run figures summarised over seeds: (key, label in tables).
 FIGURES = (("new_val_loss", "new val loss"), ("new_probes", "new probes %"), ("old_val_loss", "old val loss"),
            ("old_probes", "old probes %"), ("train_seconds", "train time (s)"), ("tokens_per_second", "tokens/s"),
@@ -172,14 +173,22 @@ def run_grid(study: str, grid: list[RunSettings], context: StudyContext, show_pr
             missing.append((settings, key))
     progress = tqdm(total=len(records) + len(missing), initial=len(records), desc=f"{study}: runs", unit="run",
                     disable=not show_progress, dynamic_ncols=True)
+    by_key = {}  # two settings with one key (lr None and the same rate given): run once
     for settings, key in missing:
+        if key in by_key:
+            records[settings] = by_key[key]
+            progress.update(1)
+            continue
         progress.set_postfix_str(run_label(settings) + f" lr {settings.learning_rate:g} seed {settings.seed}")
         record = run_one(settings, context)
         atomic_write_text(runs_dir / f"{key}.json", json.dumps(record, indent=1) + "\n")  # cached the moment it ends
-        records[settings] = record
+        records[settings] = by_key[key] = record
         progress.update(1)
     progress.close()
-    return [records[settings] for settings in dict.fromkeys(grid)]
+    unique = {}  # one record per run: settings that differ only in how the rate is given (None or the default) are one run
+    for settings in dict.fromkeys(grid):
+        unique.setdefault(json.dumps(records[settings]["settings"], sort_keys=True), records[settings])
+    return list(unique.values())
 
 
 def read_cached_run(path: Path) -> dict:

@@ -9,4 +9,5 @@ Reading order:
   variants.py        rsLoRA, LoRA+, DoRA and QLoRA as runs beside plain LoRA
   replay.py          mixing pretraining windows into fine-tuning batches, against forgetting
   pretraining.py     the tokenizer built and MiniGPT trained from scratch
+  other_methods/     bottleneck adapters, prefix, prompt, BitFit and IA3 (peft_methods/) as runs beside LoRA
 """

@@ -24,6 +24,10 @@ from experiment.training.data import corpus_record, prepare_finetune_data, resol
 from experiment.training.methods import (METHODS, check_train_last_k, grow_vocabulary, lora_label, merge_lora_model, prepare_full,
                                 prepare_layer_freezing, prepare_lora, prepare_new_rows)
 from experiment.training.new_token_rows import join_new_token_rows
+from experiment.training.other_methods.catalog import OTHER_METHODS, method_config
+from experiment.training.other_methods.preparation import base_tensors_changed, prepare_other_method
+from experiment.training.other_methods.result_directory import RESULT_FILES as OTHER_RESULT_FILES
+from experiment.training.other_methods.result_directory import save_result
 from experiment.training.replay import replay_batch_drawer
 from experiment.plots import plot_loss_curves, plot_parameter_counts
 from experiment.training.variants import VARIANTS, quantization_report, variant_config, variant_prefix, weight_error
@@ -39,10 +43,11 @@ from minigpt.training import TrainConfig, train
 MAX_ADAPTER_NAME = 64  # adapters/<name>/ and its temporaries (".<name>.<pid>-<hex>.tmp") must fit a file name (255 bytes)
 # What a results folder may hold: this script's artifacts and compare.py's outputs. Anything else is the user's.
 ARTIFACT_DIRECTORIES = {"full": ["full_finetune"], "freeze": ["layer_freezing"], "lora": ["lora_adapter", "lora_merged"],
-                        **{variant: [f"variants/{variant}"] for variant in VARIANTS}}  # each holds adapter/ and merged/
+                        **{variant: [f"variants/{variant}"] for variant in VARIANTS},  # each holds adapter/ and merged/
+                        **{name: [method.directory] for name, method in OTHER_METHODS.items()}}  # result/ (and merged/)
 MODEL_FILES = {"config.json", "model.pt", "tokenizer.json", RUN_FILE}
 ARTIFACT_FILES = {"full_finetune": MODEL_FILES, "layer_freezing": MODEL_FILES, "lora_merged": MODEL_FILES,
-                  "lora_adapter": {*ADAPTER_FILES, RUN_FILE}, "variants": set(VARIANTS)}
+                  "lora_adapter": {*ADAPTER_FILES, RUN_FILE}, "variants": set(VARIANTS), "other_methods": set(OTHER_METHODS)}
 # Named adapters (--adapter-name) live beside the default run's result set and are carried over when it is replaced.
 NAMED_ADAPTER_DIRECTORIES = ("adapters", "merged")
 RESULT_FILES = {*ARTIFACT_FILES, *NAMED_ADAPTER_DIRECTORIES, "metrics.json", "parameter_counts.png", "loss_curves.png",
@@ -76,6 +81,9 @@ def finetune_one(method, base, data, args, lora_config, device):
         details["train_last_k"] = k
     elif method.name == "rows":
         details["trained_modules"] = prepare_new_rows(model, num_old_tokens)
+    elif method.name in OTHER_METHODS:  # bottleneck adapters, prefix, prompt, BitFit, IA3 (peft_methods/)
+        details[method.name] = prepare_other_method(model, num_old_tokens, method.name, method_config(method.name, args),
+                                                    data.tokenizer)
     else:
         wrapped = prepare_lora(model, num_old_tokens, lora_config)
         if lora_config.quantize_base != "none":  # QLoRA: what the 4-bit base costs and loses before training
@@ -102,12 +110,14 @@ def finetune_one(method, base, data, args, lora_config, device):
         groups = partial(loraplus_parameter_groups, lr=config.lr, loraplus_lr_ratio=lora_config.loraplus_lr_ratio,
                          weight_decay=config.weight_decay)
     replay = getattr(args, "replay", 0.0)  # share of each batch drawn from the pretraining corpus (experiment/training/replay.py)
-    draw_batch = replay_batch_drawer(data, args.pretrain_corpus, replay, model.config.block_size, config.batch_size) if replay else None
+    draw_batch = replay_batch_drawer(data, args.pretrain_corpus, replay, model.text_positions(), config.batch_size) if replay else None
     result = train(model, data.splits.train, data.splits.val, config, device, label, not args.no_progress, groups, draw_batch,
                    keep_best=getattr(args, "keep_best", False))
     record = {"method": method.name, "label": label, "lr": config.lr, "steps": config.steps, "replay": replay,
               "batch_size": config.batch_size, "parameters": counts, "breakdown": parameter_breakdown(model),
               **details, **result.to_dict(), "after": data.suite.measure(model, data.tokenizer, device)}
+    if method.name in OTHER_METHODS:  # which base tensors training moved: none, or BitFit's biases
+        record[method.name]["base_tensors_changed"] = base_tensors_changed(model, base)
     return model, record
 
 
@@ -156,7 +166,8 @@ def run_finetuning(args) -> tuple[dict, dict, Path]:
     base, base_tokenizer = load_model_dir(args.pretrained, hint="run python train_pretrain.py first")
     resolve_data_paths(args, args.pretrained)
     data = prepare_finetune_data(base_tokenizer, args.data, args.probes, args.pretrain_corpus, args.pretrain_probes, base.config.block_size)
-    names = {"all": list(METHODS), "variants": []}.get(args.method, [args.method])
+    others = list(OTHER_METHODS) if args.method == "others" else [args.method] if args.method in OTHER_METHODS else []
+    names = [] if others else {"all": list(METHODS), "variants": []}.get(args.method, [args.method])
     adapter_name = getattr(args, "adapter_name", None)
     if adapter_name is not None and (args.method != "lora" or not adapter_name.isidentifier()):
         raise UserError(f"--adapter-name {adapter_name!r} needs --method lora and a name of letters, digits and underscores, "
@@ -170,6 +181,8 @@ def run_finetuning(args) -> tuple[dict, dict, Path]:
         apply_lora(copy.deepcopy(base), config)  # check targets, rank and block size now, before anything trains
     if "freeze" in names and args.train_last_k is not None:
         check_train_last_k(args.train_last_k, base.config.n_layer)  # now, before anything trains
+    for name in others:  # settings, targets and context checked now, on a copy, before anything trains
+        prepare_other_method(copy.deepcopy(base), base.config.vocab_size, name, method_config(name, args), base_tokenizer)
     note_ignored_flags(args, names)
     out = ensure_writable_dir(args.out) if is_main_process() else Path(args.out)  # under torchrun only rank 0 writes
     refuse_foreign_directory(out, RESULT_FILES, ARTIFACT_FILES)  # now, not after training
@@ -181,19 +194,25 @@ def run_finetuning(args) -> tuple[dict, dict, Path]:
     before = data.suite.measure(grow_vocabulary(base, data.tokenizer.vocab_size, args.seed).to(device), data.tokenizer, device)
 
     run_id = new_run_id()
-    records, models, variant_records = {}, {}, {}
+    records, models, variant_records, other_records = {}, {}, {}, {}
     for name in names:
         models[name], records[name] = finetune_one(METHODS[name], base, data, args, lora_config, device)
         records[name]["run_id"] = run_id
     for variant, config in variants.items():  # each a LoRA run that differs from plain LoRA in one idea
         models[variant], variant_records[variant] = finetune_one(METHODS["lora"], base, data, args, config, device)
         variant_records[variant].update(run_id=run_id, variant=variant)
+    for name in others:
+        models[name], other_records[name] = finetune_one(OTHER_METHODS[name], base, data, args, lora_config, device)
+        other_records[name]["run_id"] = run_id
 
     def save_trained(staging: Path) -> None:
         for name, model in models.items():
             info = {"run_id": run_id, "written_by": "train_finetune.py", "method": name}
             if name in variants:
                 save_artifacts(METHODS["lora"], model, staging, data, base, variants[name], base_fingerprint, info, name)
+            elif name in OTHER_METHODS:  # other_methods/NAME/result/ (and merged/ for BitFit and IA3)
+                save_result(staging / OTHER_METHODS[name].directory, name, model.cpu(), method_config(name, args), data.tokenizer,
+                            base_fingerprint, base.config.vocab_size, info)
             else:
                 save_artifacts(METHODS[name], model, staging, data, base, lora_config, base_fingerprint, info)
 
@@ -202,24 +221,24 @@ def run_finetuning(args) -> tuple[dict, dict, Path]:
         "data_corpus": corpus_record(args.data),  # compare.py's default --data: this corpus, checked by its SHA-256
         "base_vocab_size": base_tokenizer.vocab_size, "vocab_size": data.tokenizer.vocab_size,
         "new_words": data.new_words, "base_fingerprint": base_fingerprint, "before": before,
-        "methods": records, "variants": variant_records,
+        "methods": records, "variants": variant_records, **({"other_methods": other_records} if others else {}),
     }
     if not is_main_process():  # under torchrun only rank 0 writes; the other processes only helped train
-        return {**records, **variant_records}, before, out
+        return {**records, **variant_records, **other_records}, before, out
     if adapter_name is not None:  # a named adapter keeps its figures beside it; the default result set is untouched
         info = {"run_id": run_id, "written_by": "train_finetune.py", "method": "lora", "adapter_name": adapter_name}
         save_artifacts(METHODS["lora"], models["lora"], out, data, base, lora_config, base_fingerprint, info,
                        adapter_name=adapter_name, named_metrics=metrics)
     else:
         write_results(out, metrics, save_trained)
-    return {**records, **variant_records}, before, out
+    return {**records, **variant_records, **other_records}, before, out
 
 
 def write_results(out: Path, metrics: dict, save_trained) -> None:
     """The whole result set, swapped in at `out` at once: this run's artifacts (save_trained(staging)), metrics.json
     and the two plots. Methods (and variants) not run this time are kept, artifacts and records, from an earlier
     comparable run."""
-    sections = {"methods": METHODS, "variants": VARIANTS}  # metrics.json section: the names it may hold, in order
+    sections = {"methods": METHODS, "variants": VARIANTS, "other_methods": OTHER_METHODS}  # metrics.json section: the names it may hold
     kept = {section: {} for section in sections}
     previous = out / "metrics.json"
     if previous.is_file():
@@ -229,7 +248,7 @@ def write_results(out: Path, metrics: dict, save_trained) -> None:
                 earlier["settings"][key] == metrics["settings"][key] for key in SHARED_SETTINGS)
             for section, names in sections.items():
                 kept[section] = {name: record for name, record in earlier.get(section, {}).items()
-                                 if name not in metrics[section] and name in names}
+                                 if name not in metrics.get(section, {}) and name in names}
                 for name, record in kept[section].items():
                     check_record("lora" if section == "variants" else name, record)
                     if not all((out / d).is_dir() for d in ARTIFACT_DIRECTORIES[name]):
@@ -242,14 +261,15 @@ def write_results(out: Path, metrics: dict, save_trained) -> None:
         except (ValueError, KeyError, TypeError, AttributeError, UserError):
             kept = {section: {} for section in sections}  # an unreadable earlier file, or one whose artifacts are gone
     for section, names in sections.items():
-        merged = {**kept[section], **metrics[section]}
-        metrics[section] = {name: merged[name] for name in names if name in merged}
-    runs = {**metrics["methods"], **metrics["variants"]}
+        merged = {**kept[section], **metrics.get(section, {})}
+        if merged or section in metrics:  # other_methods appears only once one of them ran: the default metrics.json is as before
+            metrics[section] = {name: merged[name] for name in names if name in merged}
+    runs = {**metrics["methods"], **metrics["variants"], **metrics.get("other_methods", {})}
     metrics["artifacts"] = {d: str(out / d) for name in runs for d in ARTIFACT_DIRECTORIES[name]}
 
     def write_files(staging: Path) -> None:
         save_trained(staging)
-        for name in [*kept["methods"], *kept["variants"]]:  # copied as they are, run.json included
+        for name in [*kept["methods"], *kept["variants"], *kept["other_methods"]]:  # copied as they are, run.json included
             for directory in ARTIFACT_DIRECTORIES[name]:
                 shutil.copytree(out / directory, staging / directory)
         for directory in NAMED_ADAPTER_DIRECTORIES:  # named adapters belong to no run of the default set: carried over
