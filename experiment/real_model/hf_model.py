@@ -120,6 +120,10 @@ class CausalLMWithLoss(nn.Module):
         self.lm = lm
         self.config = SimpleNamespace(block_size=block_size)
 
+    def text_positions(self) -> int:
+        """Positions of text per window (minigpt's loop asks, since MiniGPT may reserve some for a prefix): all of them here."""
+        return self.config.block_size
+
     def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None):
         logits = self.lm(input_ids=idx).logits  # (B, T, vocab)
         if targets is None:
