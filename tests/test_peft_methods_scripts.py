@@ -121,7 +121,7 @@ def test_the_methods_study_runs_every_method_at_its_default_over_the_seeds_and_t
 
 
 def test_a_run_asked_for_twice_by_the_default_rate_and_by_the_same_rate_counts_once(tmp_path):
-    from experiment.studies.runner import RunSettings, run_grid
+    from experiment.studies.runner import FIGURES, RunSettings, run_grid
 
     class Context:  # what run_grid needs: a cache directory and a key per settings; the run itself is cached already
         out = tmp_path
@@ -131,7 +131,7 @@ def test_a_run_asked_for_twice_by_the_default_rate_and_by_the_same_rate_counts_o
             return "same-run"
 
     (tmp_path / "methods" / "runs").mkdir(parents=True)
-    record = {"settings": RunSettings("ia3", 1337).canonical(), "label": "IA3"}
+    record = {"settings": RunSettings("ia3", 1337).canonical(), "label": "IA3", **{name: 1.0 for name, _ in FIGURES}}  # a complete cached run
     (tmp_path / "methods" / "runs" / "same-run.json").write_text(json.dumps(record))
     grid = [RunSettings("ia3", 1337), RunSettings("ia3", 1337, lr=RunSettings("ia3", 1337).learning_rate)]
     assert run_grid("methods", grid, Context, show_progress=False) == [record]
