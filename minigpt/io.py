@@ -600,8 +600,8 @@ def apply_threads(threads: int | None) -> None:
     """--threads: how many CPU threads torch uses (None keeps torch's own choice: one per core, or OMP_NUM_THREADS).
 
     The scripts also set OMP_WAIT_POLICY=PASSIVE before torch loads (docs/threads.md has the measurements):
-    on a machine shared with other busy processes, threads that spin while they wait made each step up to
-    seven times slower than one thread; sleeping threads do not, and the results are the same bits."""
+    on a machine shared with other busy processes, threads that spin while they wait made each step six to
+    eight times slower than one thread (medians, one shared machine); sleeping threads do not, and the results are the same bits."""
     if threads is not None:
         torch.set_num_threads(threads)
 
