@@ -7,8 +7,10 @@ status and the absence of a traceback end to end.
 """
 
 import contextlib
+import fcntl
 import io
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -18,15 +20,11 @@ from pathlib import Path
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import pytest  # noqa: E402
-import torch  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
-
-from minigpt.config import GPTConfig  # noqa: E402
-from experiment.training.methods import USER_ERRORS  # noqa: E402
-from minigpt.io import run_cli  # noqa: E402
-from minigpt.model import MiniGPT  # noqa: E402
+# torch and the project are imported inside the helpers below, not here: under pytest-xdist this file is
+# also loaded by the controlling process, which runs no test, before it starts the workers.
 
 DATA = REPO / "data"
 FINETUNE_DATA_FLAGS = ["--data", DATA / "cooking.txt", "--probes", DATA / "cooking_probes.json",
@@ -35,13 +33,20 @@ TINY = dict(block_size=16, n_layer=2, n_head=2, n_embd=16)
 TINY_FLAGS = ["--block-size", "16", "--n-layer", "2", "--n-head", "2", "--n-embd", "16", "--no-progress"]
 
 
-def tiny_model(vocab_size: int = 50, seed: int = 0, **overrides) -> MiniGPT:
+def tiny_model(vocab_size: int = 50, seed: int = 0, **overrides) -> "MiniGPT":
+    import torch
+    from minigpt.config import GPTConfig
+    from minigpt.model import MiniGPT
+
     torch.manual_seed(seed)
     return MiniGPT(GPTConfig(vocab_size=vocab_size, **{**TINY, **overrides})).eval()
 
 
 def run_main(script: str, args: list[str], monkeypatch, capsys) -> tuple[int, str, str]:
     """Run scripts/<script>.py's main() as the command line would; return (exit status, stdout, stderr)."""
+    from experiment.training.methods import USER_ERRORS
+    from minigpt.io import run_cli
+
     module = __import__(script)
     monkeypatch.setattr(sys, "argv", [f"{script}.py", *map(str, args)])
     status = 0
@@ -69,6 +74,9 @@ def assert_one_line_error(status: int, err: str, *fragments: str) -> None:
 
 def run_in_process(script: str, args: list[str], cwd: Path) -> tuple[int, str, str]:
     """Run a script's main() in this process from `cwd`, as `python <script>.py args` would; return (status, out, err)."""
+    from experiment.training.methods import USER_ERRORS
+    from minigpt.io import run_cli
+
     module = __import__(script)
     saved_argv, saved_cwd = sys.argv, os.getcwd()
     out, err = io.StringIO(), io.StringIO()
@@ -86,16 +94,37 @@ def run_in_process(script: str, args: list[str], cwd: Path) -> tuple[int, str, s
     return status, out.getvalue(), err.getvalue()
 
 
-@pytest.fixture(scope="session")
-def pipeline(tmp_path_factory):
-    """The three scripts end to end on the shipped data with a tiny model, from another working directory.
+# The test files that take longest on the course machine (`python -m pytest --durations=0`), run first so
+# the two workers finish together. The first file builds the shared pipeline at once, while the other
+# worker runs the next files, which do not use it, instead of waiting for it.
+SLOW_FILES_FIRST = ["test_variants_finetuning.py", "test_notebook.py", "test_crash_safety.py",
+                    "test_data_parallel.py", "test_coursework_attacks.py", "test_coursework_grader.py",
+                    "test_experiments.py", "test_peft_methods_scripts.py", "test_generate_script.py"]
 
-    They run in this process, which has torch loaded already, to keep the suite
-    fast: a fresh Python costs seconds of imports. Real processes are proven
-    elsewhere (the one-line error tests, the kill -9 tests) and by CI, which runs
-    the default pipeline as real commands. A failing step fails with its own output.
-    """
-    root = tmp_path_factory.mktemp("pipeline")
+
+def pytest_collection_modifyitems(items):
+    rank = {name: index for index, name in enumerate(SLOW_FILES_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # a stable sort: each file keeps its order
+
+
+@pytest.hookimpl(optionalhook=True)  # a pytest-xdist hook: ignored when the suite runs in one process (-n 0)
+def pytest_xdist_make_scheduler(config, log):
+    """Send each test file whole to one of the workers pytest.ini starts, so its module fixtures are built
+    once, and the coursework files together, so their sandboxed graders (tests/test_coursework_grader.py)
+    start once. (pytest-xdist's own --dist loadgroup marks do not reach its scheduler under pytest 9.)"""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class OneWorkerPerFile(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            path = nodeid.split("::", 1)[0]
+            return "coursework" if Path(path).name.startswith("test_coursework") else path
+
+    config.option.loadscopereorder = False  # keep the order above, not xdist's largest-file-first
+    return OneWorkerPerFile(config, log)
+
+
+def build_pipeline(root: Path) -> dict:
+    """The three scripts end to end on the shipped data with a tiny model, run from `root` (not the repository)."""
     pretrained, results = root / "pretrained", root / "results"
     for script, args in (
         ("train_pretrain", ["--corpus", DATA / "pretrain.txt", "--probes", DATA / "pretrain_probes.json", "--out", pretrained,
@@ -112,3 +141,30 @@ def pipeline(tmp_path_factory):
         with open(root / f"{script}.log", "a", encoding="utf-8") as log:
             log.write(out)
     return {"root": root, "pretrained": pretrained, "results": results}
+
+
+@pytest.fixture(scope="session")
+def pipeline(tmp_path_factory):
+    """The pipeline's outputs, built once per test run and shared read-only by every test that uses them.
+
+    The scripts run in this process, which has torch loaded already, to keep the suite
+    fast: a fresh Python costs seconds of imports. Real processes are proven
+    elsewhere (the one-line error tests, the kill -9 tests) and by CI, which runs
+    the default pipeline as real commands. A failing step fails with its own output.
+    Under pytest-xdist the first worker to need it builds it in the run's shared
+    temporary folder while holding a lock; the other waits and reuses it. Tests
+    that change the outputs work on a copy.
+    """
+    if "PYTEST_XDIST_WORKER" not in os.environ:
+        return build_pipeline(tmp_path_factory.mktemp("pipeline"))
+    shared = tmp_path_factory.getbasetemp().parent  # one folder per run, common to all workers
+    root, done = shared / "pipeline", shared / "pipeline.done"
+    with open(shared / "pipeline.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes, also if the build fails
+        if not done.exists():
+            if root.exists():  # a build that failed on the other worker: start again
+                shutil.rmtree(root)
+            root.mkdir()
+            build_pipeline(root)
+            done.touch()
+    return {"root": root, "pretrained": root / "pretrained", "results": root / "results"}
