@@ -1,5 +1,6 @@
 """Talk to the base model, any number of LoRA adapters on it, their mixes, or merged models.
 
+    python generate.py                  # the base and every adapter dist/finetuning_results records
     python generate.py --prompt "the capital of france is"
     python generate.py --adapter cooking=dist/finetuning_results/lora_adapter \
                        --adapter sport=dist/finetuning_results/adapters/sport --prompt "risotto is made with"
@@ -41,7 +42,10 @@ def non_negative_float(text: str) -> float:
 def parse_args():
     parser = ArgumentParser(description="Generate text with a base MiniGPT, named LoRA adapters, their mixes, or merged models.")
     parser.add_argument("--pretrained", default="dist/pretrained", help="the base model directory")
-    parser.add_argument("--adapter", action="append", default=[], metavar="NAME=DIR", help="an adapter directory to load under NAME (repeatable)")
+    parser.add_argument("--results", default="dist/finetuning_results", help="with no --adapter or --merged: serve every adapter "
+                        "these fine-tuning results record that fits the base (lora_adapter/ and adapters/NAME/)")
+    parser.add_argument("--adapter", action="append", default=[], metavar="NAME=DIR", help="an adapter directory to load under NAME "
+                        "(repeatable; replaces the adapters from --results)")
     parser.add_argument("--merged", action="append", default=[], metavar="NAME=DIR", help="a (merged) model directory to load under NAME (repeatable)")
     parser.add_argument("--mix", action="append", default=[], metavar="NAME=W,NAME=W", help="also show this weighted mix of adapters (repeatable)")
     parser.add_argument("--prompt", nargs="+", default=None, help="one or more prompts, each in quotes (default: "

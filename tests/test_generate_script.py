@@ -93,6 +93,20 @@ def test_an_adapter_for_another_base_is_refused_in_one_line(two_adapters, tmp_pa
     flags[1] = str(other)
     status, _, err = run_main("generate", flags, monkeypatch, capsys)
     assert_one_line_error(status, err, "trained on a different base model")
+    # With no --adapter, the recorded adapters of another base are left out, and the output says so.
+    status, out, err = run_main("generate", ["--pretrained", other, "--results", two_adapters["results"], "--max-new-tokens", "2"],
+                                monkeypatch, capsys)
+    assert status == 0, err
+    assert "were trained on another base" in out
+    assert {line.split()[0] for line in out.splitlines() if line.startswith("  ")} == {"base"}
+
+
+def test_generate_with_no_adapter_flag_serves_every_adapter_the_results_record(two_adapters, monkeypatch, capsys):
+    status, out, err = run_main("generate", ["--pretrained", two_adapters["pretrained"], "--results", two_adapters["results"],
+                                             "--prompt", "risotto is made with", "--max-new-tokens", "3"], monkeypatch, capsys)
+    assert status == 0, err
+    assert f"adapters recorded in {two_adapters['results']}: cooking" in out
+    assert [line.split()[0] for line in out.splitlines() if line.startswith("  ")] == ["base", "cooking", "sport"]
 
 
 def test_adapter_name_needs_the_lora_method(two_adapters, tmp_path, monkeypatch, capsys):

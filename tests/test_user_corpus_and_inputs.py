@@ -37,10 +37,28 @@ def test_the_pipeline_runs_on_a_foreign_corpus_without_probes_and_records_it(tmp
     assert metrics["settings"]["pretrain_corpus"] == str(GENESIS.resolve())
     assert metrics["settings"]["probes"] is None and metrics["methods"]["lora"]["after"]["finetune_probe_accuracy"] is None
 
-    status, out, err = run_main("compare", ["--pretrained", base, "--results", results, "--data", SONNETS,
+    # From here on no corpus flag: compare.py, compare_adapters.py and generate.py use the corpora the results record.
+    status, out, err = run_main("compare", ["--pretrained", base, "--results", results,
                                             "--latency-tokens", "2", "--latency-repeats", "1", "--no-progress"], monkeypatch, capsys)
     assert status == 0, err
     assert (results / "comparison.md").is_file()
+
+    status, out, err = run_main("train_finetune", ["--pretrained", base, "--out", results, "--data", GENESIS, "--method", "lora",
+                                                   "--adapter-name", "again", "--steps", "2", "--eval-interval", "2",
+                                                   "--batch-size", "4", "--no-progress"], monkeypatch, capsys)
+    assert status == 0, err
+    status, out, err = run_main("compare_adapters", ["--pretrained", base, "--results", results, "--repeats", "1"], monkeypatch, capsys)
+    assert status == 0, err
+    comparison = json.loads((results / "adapters_comparison.json").read_text())
+    assert comparison["corpora"] == {"pretraining": str(GENESIS.resolve()), "sonnets": str(SONNETS.resolve()),
+                                     "again": str(GENESIS.resolve())}
+
+    status, out, err = run_main("generate", ["--pretrained", base, "--results", results, "--max-new-tokens", "2"], monkeypatch, capsys)
+    assert status == 0, err
+    assert f"adapters recorded in {results}: sonnets" in out
+    assert [line.split()[0] for line in out.splitlines() if line.startswith("  ")][:3] == ["base", "sonnets", "again"]
+    prompts = [line.removeprefix("prompt: ") for line in out.splitlines() if line.startswith("prompt: ")]
+    assert len(prompts) == 3 and "unknown to this model" not in out  # openings of the base's own validation text
 
 
 def test_a_changed_pretraining_corpus_is_named(tmp_path, monkeypatch, capsys):

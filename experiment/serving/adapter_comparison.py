@@ -29,9 +29,10 @@ from experiment.training.data import recorded_finetune_corpus
 from minigpt.io import UserError, atomic_write_text, read_json_file
 
 
-def recorded_adapters(results) -> dict[str, tuple[Path, str]]:
+def recorded_adapters(results, minimum: int = 2) -> dict[str, tuple[Path, str]]:
     """{name: (adapter directory, the corpus it was fine-tuned on)} for lora_adapter/ and every adapters/NAME/ of a
-    results folder, from what its metrics files record; named after the corpus (cooking.txt -> cooking) or NAME."""
+    results folder, from what its metrics files record; named after the corpus (cooking.txt -> cooking) or NAME.
+    Fewer than `minimum` (compare_adapters.py compares two) is a UserError that says how to train another."""
     results = Path(results)
     found = {}
     candidates = [(results / "lora_adapter", results / "metrics.json", None)]
@@ -47,7 +48,7 @@ def recorded_adapters(results) -> dict[str, tuple[Path, str]]:
             raise UserError(f"{metrics_file} is corrupted ({error}); run python train_finetune.py again") from None
         name = name or Path(corpus).stem
         found[name if name not in found and name.isidentifier() else f"adapter{len(found) + 1}"] = (path, corpus)
-    if len(found) < 2:
+    if len(found) < minimum:
         raise UserError(f"{results} records {len(found)} adapter(s); compare_adapters.py needs two: train a second one with "
                         "python train_finetune.py --method lora --data YOUR_TEXT --adapter-name NAME, or pass --adapter and --domain")
     return found
@@ -136,6 +137,7 @@ def run_adapter_comparison(args, device) -> dict:
         f"{2 * block} tokens (past the context)": time_generation(base, prompt, 2 * block, max(3, args.repeats // 3), device),
     }
     result = {"adapters": {n: str(p) for n, p in adapters.items()}, "shared_words": server.shared_words,
+              "corpora": {name: str(corpus) for name, (corpus, _) in domains.items()},
               "table": table, "switching_seconds": switching, "generation_tokens_per_second": generation,
               "repeats": args.repeats, "device": str(device), "torch_threads": torch.get_num_threads()}
     out = Path(args.out)

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import torch
 
+from experiment.serving.adapter_comparison import recorded_adapters
 from experiment.serving.server import AdapterServer
 from experiment.training.adapter import load_adapter, read_adapter_config
 from lora import LoRAConfig, LoRAError
@@ -65,24 +66,30 @@ def parse_mix(text: str) -> dict[str, float]:
 
 class ModelChoice:
     def __init__(self, pretrained, adapters: list[tuple[str, Path]], merged: list[tuple[str, Path]], device):
+        self.pretrained = pretrained
         self.server = AdapterServer.from_base_dir(pretrained, device)
         self.merged = {}  # name -> (model, tokenizer): merged models and adapters served on their own
         self.alone: set[str] = set()  # the DoRA and QLoRA adapters among them (they cannot be mixed)
-        for name, path in adapters:
-            if name in self.server.configs or name in self.merged or name == "base":
-                raise UserError(f"the name {name!r} is used twice; give every adapter and merged model its own name")
-            if self.mixable(path):
-                self.server.load(name, path)
-            else:  # DoRA or QLoRA: exactly the model it was trained as, on its own
-                model, tokenizer, _ = load_adapter(path, pretrained, device)
-                self.merged[name] = (model, tokenizer)
-                self.alone.add(name)
-        for name, path in merged:
-            if name in self.server.configs or name in self.merged or name == "base":
-                raise UserError(f"the name {name!r} is used twice; give every adapter and merged model its own name")
-            self.merged[name] = load_model_dir(path, device, hint="pass a model directory, e.g. dist/finetuning_results/lora_merged")
         self.device = device
+        for name, path in adapters:
+            self.add_adapter(name, path)
+        for name, path in merged:
+            self.check_new_name(name)
+            self.merged[name] = load_model_dir(path, device, hint="pass a model directory, e.g. dist/finetuning_results/lora_merged")
         self.selected = "base"
+
+    def check_new_name(self, name: str) -> None:
+        if name in self.server.configs or name in self.merged or name == "base":
+            raise UserError(f"the name {name!r} is used twice; give every adapter and merged model its own name")
+
+    def add_adapter(self, name: str, path: Path) -> None:
+        self.check_new_name(name)
+        if self.mixable(path):
+            self.server.load(name, path)
+        else:  # DoRA or QLoRA: exactly the model it was trained as, on its own
+            model, tokenizer, _ = load_adapter(path, self.pretrained, self.device)
+            self.merged[name] = (model, tokenizer)
+            self.alone.add(name)
 
     @staticmethod
     def mixable(path: Path) -> bool:
@@ -214,11 +221,33 @@ def own_text_prompts(choice: ModelChoice, pretrained, defaults: list[str]) -> li
     return prompts_for(choice.server.tokenizer, defaults, documents, count=3)
 
 
+def add_recorded_adapters(choice: ModelChoice, results) -> None:
+    """With no --adapter or --merged: every adapter the results folder records (lora_adapter/ and adapters/NAME/)
+    that was trained on this base, so `python generate.py` alone shows what fine-tuning did. Says what it loaded."""
+    results = Path(results)
+    found = recorded_adapters(results, minimum=0) if results.is_dir() else {}
+    fits = {name: path for name, (path, _) in found.items()
+            if read_adapter_config(path).get("base_model_fingerprint") == choice.server.base_fingerprint}
+    for name, path in fits.items():
+        choice.add_adapter(name, path)
+    if fits:
+        listed = ", ".join(f"{name} ({path})" for name, path in fits.items())
+        print(f"adapters recorded in {results}: {listed}; choose others with --adapter NAME=DIR")
+    elif found:
+        print(f"the adapters in {results} were trained on another base than {choice.pretrained}: showing the base alone "
+              "(pass --results or --adapter NAME=DIR)")
+    else:
+        print(f"no fine-tuned adapters in {results}: showing the base alone (run python train_finetune.py, "
+              "or pass --adapter NAME=DIR)")
+
+
 def run_generation(args, default_prompts: list[str] = ()) -> None:
     adapters = [parse_named_path(text, "--adapter") for text in args.adapter]
     merged = [parse_named_path(text, "--merged") for text in args.merged]
     mixes = [text.strip() for text in args.mix]
     choice = ModelChoice(args.pretrained, adapters, merged, choose_device(args.device))
+    if not adapters and not merged:
+        add_recorded_adapters(choice, args.results)
     for mix in mixes:
         choice.select(mix)  # check the mix now, before any output
     if args.interactive:
