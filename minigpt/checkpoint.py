@@ -12,9 +12,12 @@ from pathlib import Path
 
 import torch
 
+from minigpt.atomic_writes import write_directory_atomically
 from minigpt.config import GPTConfig
-from minigpt.io import UserError, load_tensor_file, read_json_file, recover_directory, write_directory_atomically
+from minigpt.crash_recovery import recover_directory
+from minigpt.errors import UserError
 from minigpt.model import MiniGPT
+from minigpt.reading import load_tensor_file, read_json_file
 from minigpt.tokenizer import WordTokenizer
 
 CONFIG_FILE, WEIGHTS_FILE, TOKENIZER_FILE = "config.json", "model.pt", "tokenizer.json"

@@ -7,7 +7,7 @@ can be loaded without re-typing any size (the minGPT/nanoGPT habit).
 import os
 from dataclasses import asdict, dataclass, fields
 
-from minigpt.io import UserError
+from minigpt.errors import UserError
 
 
 @dataclass

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import torch
 
-from minigpt.io import UserError, read_text_file
+from minigpt.errors import UserError
+from minigpt.reading import read_text_file
 from minigpt.tokenizer import WordTokenizer
 
 

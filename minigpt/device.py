@@ -7,7 +7,7 @@ import re
 
 import torch
 
-from minigpt.io import UserError
+from minigpt.errors import UserError
 
 
 def choose_device(requested: str = "auto") -> torch.device:

@@ -16,7 +16,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from minigpt.io import UserError, parse_json, read_text_file
+from minigpt.errors import UserError
+from minigpt.reading import parse_json, read_text_file
 from minigpt.tokenizer import WordTokenizer, split_words
 
 

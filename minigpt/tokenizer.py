@@ -25,7 +25,9 @@ from collections import Counter
 from pathlib import Path
 from typing import Iterable
 
-from minigpt.io import UserError, atomic_write_text, parse_json, read_text_file
+from minigpt.atomic_writes import atomic_write_text
+from minigpt.errors import UserError
+from minigpt.reading import parse_json, read_text_file
 
 PAD, UNK, EOT = "<pad>", "<unk>", "<eot>"
 SPECIAL_TOKENS = (PAD, UNK, EOT)

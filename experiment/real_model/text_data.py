@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import torch
 
 from minigpt.data import read_corpus, split_documents, split_train_val
-from minigpt.io import UserError
+from minigpt.errors import UserError
 
 
 @dataclass

@@ -1,0 +1,33 @@
+"""A user's mistake as one line: UserError, and run_cli, which turns it into `error: ...` and exit status 2.
+
+Every script runs its main() through run_cli, so a mistake the user can fix ends in
+one line that names the fix, never a traceback. Nothing here is about GPTs or LoRA.
+"""
+
+import signal
+import sys
+from typing import Callable
+
+
+EXIT_USER_ERROR = 2
+
+
+class UserError(Exception):
+    """A problem the user can fix; the message says what and how."""
+
+
+def run_cli(main: Callable[[], None], user_errors: tuple[type[BaseException], ...] = ()) -> None:
+    """Run a script's main(); a UserError (or one of `user_errors`) becomes one line on stderr and exit 2."""
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # the scripts' quiet start-up handler hands over to this one
+    try:
+        main()
+    except (UserError, *user_errors) as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(EXIT_USER_ERROR)
+    except NotImplementedError as error:  # a coursework starter with a TODO still open
+        print(f"error: {error or 'not implemented yet'}", file=sys.stderr)
+        sys.exit(EXIT_USER_ERROR)
+    except KeyboardInterrupt:
+        # Outputs are written atomically, so stopping early leaves no half-written file.
+        print("interrupted: nothing half-written was left behind", file=sys.stderr)
+        sys.exit(130)

@@ -1,0 +1,55 @@
+"""One run at a time per output: `.<name>.lock` beside it, taken over when its holder has died.
+
+Two runs writing one results folder would each swap in their own set and one
+run's models would be silently dropped; the lock refuses the second run in one line.
+"""
+
+import json
+import os
+import socket
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+from minigpt.atomic_writes import ensure_writable_dir
+from minigpt.crash_recovery import _pid_alive, _read_lock
+from minigpt.errors import UserError
+
+
+@contextmanager
+def output_lock(path: str | Path) -> Iterator[None]:
+    """Hold `.<name>.lock` beside the output `path` while a run writes it: a second run on the same --out is refused.
+
+    Two runs writing one results folder would each swap in their own set and one run's models would be
+    silently dropped. The lock file names its holder (pid, host, start time); a lock whose process has
+    died on this host (kill -9, power loss) is taken over, so a crash never blocks the next run.
+    """
+    path = Path(os.path.realpath(path))  # a symlinked --out and its target share one lock
+    ensure_writable_dir(path.parent)
+    lock = path.parent / f".{path.name}.lock"
+    holder = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
+    for _ in range(3):
+        try:
+            fd = os.open(lock, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        except FileExistsError:
+            other = _read_lock(lock)
+            if other is not None and other.get("host") == holder["host"] and not _pid_alive(other.get("pid")):
+                lock.unlink(missing_ok=True)  # its writer died: take the lock over
+                continue
+            who = (f"pid {other.get('pid')} on {other.get('host')}, started {other.get('started')}" if other
+                   else "a run whose lock file is unreadable")
+            raise UserError(f"{path} is being written by another run ({who}); wait for it to finish or choose another --out "
+                            f"(if that run is gone, delete {lock})") from None
+        except OSError as error:
+            raise UserError(f"cannot create the lock file {lock} ({error.strerror}); choose another --out") from None
+        with os.fdopen(fd, "w", encoding="utf-8") as file:
+            file.write(json.dumps(holder) + "\n")
+        break
+    else:
+        raise UserError(f"could not take the lock {lock}; another run keeps taking it; try again")
+    try:
+        yield
+    finally:
+        if (_read_lock(lock) or {}).get("pid") == holder["pid"]:
+            lock.unlink(missing_ok=True)
