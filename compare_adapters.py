@@ -20,10 +20,10 @@ from experiment.serving.adapter_comparison import markdown, recorded_adapters, r
 from experiment.training.data import default_probes, recorded_pretrain_corpus
 from experiment.serving.generation import parse_named_path
 from experiment.training.methods import USER_ERRORS
-from minigpt.atomic_writes import ensure_writable_dir
+from minigpt.plumbing.atomic_writes import ensure_writable_dir
 from minigpt.device import choose_device
-from minigpt.errors import UserError, run_cli
-from minigpt.flags import ArgumentParser, add_common_flags, positive_int, whole_number_up_to
+from minigpt.plumbing.errors import UserError, run_cli
+from minigpt.plumbing.flags import ArgumentParser, add_common_flags, positive_int, whole_number_up_to
 
 RESULTS = "dist/finetuning_results"
 

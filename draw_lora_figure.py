@@ -10,10 +10,10 @@ to scale, one unit per matrix entry, so the thin A and B next to the square W
 show how few numbers LoRA trains.
 """
 
-from minigpt.atomic_writes import atomic_save_figure
+from minigpt.plumbing.atomic_writes import atomic_save_figure
 from minigpt.config import GPTConfig
-from minigpt.errors import UserError, run_cli
-from minigpt.flags import ArgumentParser, positive_float, positive_int
+from minigpt.plumbing.errors import UserError, run_cli
+from minigpt.plumbing.flags import ArgumentParser, positive_float, positive_int
 
 from lora.config import LoRAConfig
 

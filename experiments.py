@@ -24,10 +24,10 @@ from experiment.training.methods import USER_ERRORS
 from experiment.training.other_methods.catalog import OTHER_METHODS
 from experiment.studies.runner import StudyContext
 from experiment.studies.catalog import STUDIES, run_intrinsic_rank_study, run_overhead_study, run_study
-from minigpt.atomic_writes import ensure_writable_dir
-from minigpt.errors import UserError, run_cli
-from minigpt.flags import ArgumentParser, add_common_flags, apply_threads, positive_int, seed_value
-from minigpt.output_lock import output_lock
+from minigpt.plumbing.atomic_writes import ensure_writable_dir
+from minigpt.plumbing.errors import UserError, run_cli
+from minigpt.plumbing.flags import ArgumentParser, add_common_flags, apply_threads, positive_int, seed_value
+from minigpt.plumbing.output_lock import output_lock
 
 STUDY_NAMES = [*STUDIES, "intrinsic-rank", "overhead", "costs"]
 

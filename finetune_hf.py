@@ -24,8 +24,8 @@ import time
 from experiment.real_model.hf_finetuning import DTYPES, run_hf_finetuning
 from experiment.training.methods import USER_ERRORS
 from lora.config import DEFAULT_TARGETS, LoRAConfig
-from minigpt.errors import run_cli
-from minigpt.flags import ArgumentParser, add_common_flags, positive_float, positive_int, probability
+from minigpt.plumbing.errors import run_cli
+from minigpt.plumbing.flags import ArgumentParser, add_common_flags, positive_float, positive_int, probability
 
 
 def comma_names(text: str) -> list[str]:

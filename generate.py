@@ -21,8 +21,8 @@ import argparse
 
 from experiment.serving.generation import run_generation
 from experiment.training.methods import USER_ERRORS
-from minigpt.errors import run_cli
-from minigpt.flags import ArgumentParser, add_common_flags, positive_int, whole_number_up_to
+from minigpt.plumbing.errors import run_cli
+from minigpt.plumbing.flags import ArgumentParser, add_common_flags, positive_int, whole_number_up_to
 
 MIN_TEMPERATURE, MAX_TEMPERATURE = 0.01, 100.0
 MAX_NEW_TOKENS = 10_000

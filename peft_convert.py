@@ -19,8 +19,8 @@ signal.signal(signal.SIGINT, lambda *_: (print("interrupted during start-up; not
 
 from experiment.training.methods import USER_ERRORS  # noqa: E402
 from experiment.serving.peft_format import export_peft, have_safetensors, import_peft  # noqa: E402
-from minigpt.errors import run_cli  # noqa: E402
-from minigpt.flags import ArgumentParser  # noqa: E402
+from minigpt.plumbing.errors import run_cli  # noqa: E402
+from minigpt.plumbing.flags import ArgumentParser  # noqa: E402
 
 
 def parse_args():

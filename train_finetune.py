@@ -37,9 +37,9 @@ from experiment.training.other_methods.catalog import OTHER_METHODS, add_other_m
 from experiment.comparison.report import percent
 from lora.config import A_INITS, DEFAULT_TARGETS, QUANTIZE_CHOICES, LoRAConfig
 from minigpt.distributed import is_main_process, start_data_parallel, stop_data_parallel
-from minigpt.errors import UserError, run_cli
-from minigpt.flags import ArgumentParser, add_common_flags, positive_float, positive_int, probability
-from minigpt.output_lock import output_lock
+from minigpt.plumbing.errors import UserError, run_cli
+from minigpt.plumbing.flags import ArgumentParser, add_common_flags, positive_float, positive_int, probability
+from minigpt.plumbing.output_lock import output_lock
 
 DEFAULT_STEPS, DEFAULT_BATCH_SIZE, DEFAULT_SEED = 150, 32, 1337
 

@@ -27,9 +27,9 @@ from experiment.training.methods import USER_ERRORS
 from experiment.training.pretraining import run_pretraining
 from minigpt.config import GPTConfig
 from minigpt.distributed import is_main_process, start_data_parallel, stop_data_parallel
-from minigpt.errors import run_cli
-from minigpt.flags import ArgumentParser, add_common_flags, positive_float, positive_int, probability
-from minigpt.output_lock import output_lock
+from minigpt.plumbing.errors import run_cli
+from minigpt.plumbing.flags import ArgumentParser, add_common_flags, positive_float, positive_int, probability
+from minigpt.plumbing.output_lock import output_lock
 from minigpt.training import TrainConfig
 
 SAMPLE_PROMPTS = ["the capital of france is", "the cow", "in the morning"]

@@ -20,8 +20,8 @@ import torch
 import torch.nn as nn
 
 from lora.layer import LoRALinear
-from minigpt.errors import run_cli
-from minigpt.flags import ArgumentParser
+from minigpt.plumbing.errors import run_cli
+from minigpt.plumbing.flags import ArgumentParser
 
 # The inputs: whole numbers, chosen so that A x = 1 and every product stays short.
 W = [[1.0, 0.0, 2.0],

@@ -21,9 +21,9 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
-from minigpt.atomic_writes import atomic_write_text
-from minigpt.errors import UserError
-from minigpt.flags import ArgumentParser, positive_int
+from minigpt.plumbing.atomic_writes import atomic_write_text
+from minigpt.plumbing.errors import UserError
+from minigpt.plumbing.flags import ArgumentParser, positive_int
 from coursework.rubric import RUBRIC
 from coursework.runner import DEFAULT_TIMEOUT, grade_paths
 

@@ -64,7 +64,8 @@ def fingerprint() -> dict:
 
 # Read once, now: before any student code has run in this process's lifetime.
 WORKER_SOURCES = [(name, _read(name)) for name in WORKER_MODULES]
-MINIGPT_FILES = {path.name: path.read_bytes() for path in (GRADER_ROOT / "minigpt").glob("*.py")}
+MINIGPT_FILES = {str(path.relative_to(GRADER_ROOT / "minigpt")): path.read_bytes()  # minigpt/plumbing/ included
+                 for path in sorted((GRADER_ROOT / "minigpt").rglob("*.py")) if "__pycache__" not in path.parts}
 FINGERPRINT = fingerprint()
 JUDGES = {line_id: (getattr(module, f"inputs_{line_id}"), getattr(module, f"judge_{line_id}"))
           for module in (judge_layer, judge_model) for line_id in IDS if hasattr(module, f"judge_{line_id}")}
@@ -122,8 +123,8 @@ class Worker:
     def handshake(self) -> None:
         try:
             minigpt_root = self.scratch / "instructor"
-            (minigpt_root / "minigpt").mkdir(parents=True, exist_ok=True)
             for name, data in MINIGPT_FILES.items():
+                (minigpt_root / "minigpt" / name).parent.mkdir(parents=True, exist_ok=True)
                 (minigpt_root / "minigpt" / name).write_bytes(data)
         except OSError as error:
             raise WorkerGone(f"the grading process did not start ({error.strerror or error})") from None

@@ -3,7 +3,7 @@
 Matplotlib runs headless (Agg), so plots work on any machine without a display.
 """
 
-from minigpt.atomic_writes import atomic_save_figure
+from minigpt.plumbing.atomic_writes import atomic_save_figure
 
 
 def pyplot():

@@ -12,12 +12,12 @@ from pathlib import Path
 
 import torch
 
-from minigpt.atomic_writes import write_directory_atomically
+from minigpt.plumbing.atomic_writes import write_directory_atomically
 from minigpt.config import GPTConfig
-from minigpt.crash_recovery import recover_directory
-from minigpt.errors import UserError
+from minigpt.plumbing.crash_recovery import recover_directory
+from minigpt.plumbing.errors import UserError
 from minigpt.model import MiniGPT
-from minigpt.reading import load_tensor_file, read_json_file
+from minigpt.plumbing.reading import load_tensor_file, read_json_file
 from minigpt.tokenizer import WordTokenizer
 
 CONFIG_FILE, WEIGHTS_FILE, TOKENIZER_FILE = "config.json", "model.pt", "tokenizer.json"

@@ -7,7 +7,7 @@ can be loaded without re-typing any size (the minGPT/nanoGPT habit).
 import os
 from dataclasses import asdict, dataclass, fields
 
-from minigpt.errors import UserError
+from minigpt.plumbing.errors import UserError
 
 
 @dataclass

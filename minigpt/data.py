@@ -12,8 +12,8 @@ from pathlib import Path
 
 import torch
 
-from minigpt.errors import UserError
-from minigpt.reading import read_text_file
+from minigpt.plumbing.errors import UserError
+from minigpt.plumbing.reading import read_text_file
 from minigpt.tokenizer import WordTokenizer
 
 

@@ -7,7 +7,7 @@ import re
 
 import torch
 
-from minigpt.errors import UserError
+from minigpt.plumbing.errors import UserError
 
 
 def choose_device(requested: str = "auto") -> torch.device:

@@ -23,7 +23,7 @@ import sys
 import torch
 import torch.distributed as dist
 
-from minigpt.errors import UserError
+from minigpt.plumbing.errors import UserError
 
 
 def world_size() -> int:

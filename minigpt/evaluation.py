@@ -16,8 +16,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from minigpt.errors import UserError
-from minigpt.reading import parse_json, read_text_file
+from minigpt.plumbing.errors import UserError
+from minigpt.plumbing.reading import parse_json, read_text_file
 from minigpt.tokenizer import WordTokenizer, split_words
 
 

@@ -25,9 +25,9 @@ from collections import Counter
 from pathlib import Path
 from typing import Iterable
 
-from minigpt.atomic_writes import atomic_write_text
-from minigpt.errors import UserError
-from minigpt.reading import parse_json, read_text_file
+from minigpt.plumbing.atomic_writes import atomic_write_text
+from minigpt.plumbing.errors import UserError
+from minigpt.plumbing.reading import parse_json, read_text_file
 
 PAD, UNK, EOT = "<pad>", "<unk>", "<eot>"
 SPECIAL_TOKENS = (PAD, UNK, EOT)

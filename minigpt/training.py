@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 
 from minigpt.data import get_batch
 from minigpt.distributed import local_share, mean_over_processes, wrap_for_data_parallel, world_size
-from minigpt.errors import UserError
+from minigpt.plumbing.errors import UserError
 
 EVAL_SEED = 1234  # fixed: every evaluation, of every model, sees the same batches
 

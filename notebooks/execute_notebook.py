@@ -18,10 +18,10 @@ REPO = Path(__file__).resolve().parent.parent
 NOTEBOOK = REPO / "notebooks" / "lora_walkthrough.ipynb"
 sys.path.insert(0, str(REPO))
 
-from minigpt.atomic_writes import atomic_write_text  # noqa: E402
-from minigpt.errors import UserError, run_cli  # noqa: E402
-from minigpt.flags import ArgumentParser, positive_int  # noqa: E402
-from minigpt.reading import check_input_file  # noqa: E402
+from minigpt.plumbing.atomic_writes import atomic_write_text  # noqa: E402
+from minigpt.plumbing.errors import UserError, run_cli  # noqa: E402
+from minigpt.plumbing.flags import ArgumentParser, positive_int  # noqa: E402
+from minigpt.plumbing.reading import check_input_file  # noqa: E402
 
 
 def execute(path: str | Path, timeout: int = 600):

@@ -45,7 +45,7 @@ def tiny_model(vocab_size: int = 50, seed: int = 0, **overrides) -> "MiniGPT":
 def run_main(script: str, args: list[str], monkeypatch, capsys) -> tuple[int, str, str]:
     """Run scripts/<script>.py's main() as the command line would; return (exit status, stdout, stderr)."""
     from experiment.training.methods import USER_ERRORS
-    from minigpt.errors import run_cli
+    from minigpt.plumbing.errors import run_cli
 
     module = __import__(script)
     monkeypatch.setattr(sys, "argv", [f"{script}.py", *map(str, args)])
@@ -75,7 +75,7 @@ def assert_one_line_error(status: int, err: str, *fragments: str) -> None:
 def run_in_process(script: str, args: list[str], cwd: Path) -> tuple[int, str, str]:
     """Run a script's main() in this process from `cwd`, as `python <script>.py args` would; return (status, out, err)."""
     from experiment.training.methods import USER_ERRORS
-    from minigpt.errors import run_cli
+    from minigpt.plumbing.errors import run_cli
 
     module = __import__(script)
     saved_argv, saved_cwd = sys.argv, os.getcwd()

@@ -7,7 +7,7 @@ from conftest import tiny_model
 from lora import LoRAConfig, lora_layers
 from experiment.training.adapter import load_adapter, save_adapter
 from minigpt.checkpoint import model_fingerprint, save_model_dir
-from minigpt.errors import UserError
+from minigpt.plumbing.errors import UserError
 from experiment.training.methods import prepare_lora
 from minigpt.tokenizer import WordTokenizer
 

@@ -9,7 +9,7 @@ from experiment.serving.server import AdapterServer
 from experiment.training.methods import prepare_lora
 from lora import LoRAConfig, lora_layers
 from minigpt.checkpoint import model_fingerprint, save_model_dir
-from minigpt.errors import UserError
+from minigpt.plumbing.errors import UserError
 from minigpt.tokenizer import WordTokenizer
 
 BASE_WORDS = ["<pad>", "<unk>", "<eot>"] + [f"w{i}" for i in range(47)]

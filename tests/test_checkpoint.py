@@ -5,7 +5,7 @@ import torch
 
 from conftest import tiny_model
 from minigpt.checkpoint import load_model_dir, model_fingerprint, save_model_dir
-from minigpt.errors import UserError
+from minigpt.plumbing.errors import UserError
 from minigpt.tokenizer import WordTokenizer
 
 

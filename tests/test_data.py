@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from minigpt.data import get_batch, make_splits, read_corpus, split_documents, split_train_val
-from minigpt.errors import UserError
+from minigpt.plumbing.errors import UserError
 from minigpt.tokenizer import WordTokenizer
 
 

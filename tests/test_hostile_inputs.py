@@ -9,12 +9,12 @@ import pytest
 import torch
 
 from conftest import tiny_model
-from minigpt.atomic_writes import atomic_write_text, refuse_foreign_directory
+from minigpt.plumbing.atomic_writes import atomic_write_text, refuse_foreign_directory
 from minigpt.checkpoint import load_model_dir, save_model_dir
 from minigpt.config import GPTConfig, available_memory_bytes
-from minigpt.errors import UserError
-from minigpt.flags import whole_number_up_to
-from minigpt.reading import MAX_JSON_DEPTH, parse_json, read_json_file
+from minigpt.plumbing.errors import UserError
+from minigpt.plumbing.flags import whole_number_up_to
+from minigpt.plumbing.reading import MAX_JSON_DEPTH, parse_json, read_json_file
 from minigpt.tokenizer import WordTokenizer
 
 WORDS = ["<pad>", "<unk>", "<eot>"] + [f"w{i}" for i in range(47)]
@@ -42,8 +42,8 @@ def test_a_deeply_nested_model_file_is_one_line(model_dir, name):
 
 
 def test_a_huge_json_file_is_refused_before_it_is_read(tmp_path, monkeypatch):
-    import minigpt.reading
-    monkeypatch.setattr(minigpt.reading, "MAX_JSON_BYTES", 10)  # read_json_file looks it up in minigpt.reading
+    import minigpt.plumbing.reading
+    monkeypatch.setattr(minigpt.plumbing.reading, "MAX_JSON_BYTES", 10)  # read_json_file looks it up in minigpt.plumbing.reading
     (tmp_path / "big.json").write_text("[" + "1," * 20 + "1]")
     with pytest.raises(UserError, match="MiB this project reads whole"):
         read_json_file(tmp_path / "big.json", "metrics file")
@@ -120,7 +120,7 @@ def test_a_tampered_study_cache_is_one_line(tmp_path):
 
 
 def test_a_second_writer_of_one_out_is_refused_and_told_who_holds_it(tmp_path):
-    from minigpt.output_lock import output_lock
+    from minigpt.plumbing.output_lock import output_lock
     with output_lock(tmp_path / "results"):
         with pytest.raises(UserError, match=f"being written by another run \\(pid {os.getpid()} on "):
             with output_lock(tmp_path / "results"):
@@ -130,14 +130,14 @@ def test_a_second_writer_of_one_out_is_refused_and_told_who_holds_it(tmp_path):
 
 def test_the_lock_of_a_dead_run_is_taken_over(tmp_path):
     import socket
-    from minigpt.output_lock import output_lock
+    from minigpt.plumbing.output_lock import output_lock
     (tmp_path / ".results.lock").write_text(json.dumps({"pid": 2**22 + 4321, "host": socket.gethostname(), "started": "then"}))
     with output_lock(tmp_path / "results"):
         assert json.loads((tmp_path / ".results.lock").read_text())["pid"] == os.getpid()
 
 
 def test_a_symlinked_out_is_followed_not_replaced(tmp_path):
-    from minigpt.atomic_writes import write_directory_atomically
+    from minigpt.plumbing.atomic_writes import write_directory_atomically
     (tmp_path / "real").mkdir()
     (tmp_path / "link").symlink_to(tmp_path / "real")
     write_directory_atomically(tmp_path / "link", lambda d: (d / "a.txt").write_text("new"))

@@ -6,7 +6,7 @@ import torch
 from conftest import tiny_model
 from experiment.training.data import recorded_finetune_corpus
 from minigpt.evaluation import prompts_for
-from minigpt.errors import UserError
+from minigpt.plumbing.errors import UserError
 from minigpt.tokenizer import WordTokenizer
 from minigpt.training import TrainConfig, estimate_loss, overfitting_note, train
 

@@ -12,7 +12,7 @@ from experiment.serving.peft_format import PEFT_BIN, PEFT_CONFIG, PEFT_SAFETENSO
 from test_adapter_server import BASE_WORDS, make_adapter
 from lora import LoRAConfig
 from minigpt.checkpoint import model_fingerprint, save_model_dir
-from minigpt.errors import UserError
+from minigpt.plumbing.errors import UserError
 from minigpt.tokenizer import WordTokenizer
 
 CONFIG = LoRAConfig(r=2, lora_alpha=4, target_modules=["q_proj", "v_proj"])

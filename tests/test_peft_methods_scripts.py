@@ -87,7 +87,7 @@ def test_a_result_for_another_base_is_refused_in_one_line(others, tmp_path, monk
     status, _, err = run_main("compare", ["--results", others["results"], "--pretrained", other, *FINETUNE_DATA_FLAGS,
                                           "--no-progress"], monkeypatch, capsys)
     assert_one_line_error(status, err, "another base")
-    from minigpt.errors import UserError
+    from minigpt.plumbing.errors import UserError
     with pytest.raises(UserError, match="trained on a different base model"):
         load_result(others["results"] / "other_methods" / "ia3" / "result", other, "ia3")
 

@@ -5,7 +5,7 @@ import torch
 
 from conftest import DATA, FINETUNE_DATA_FLAGS, assert_one_line_error, run_main, tiny_model
 from experiment.training.replay import mixed_batch_drawer, replay_windows
-from minigpt.errors import UserError
+from minigpt.plumbing.errors import UserError
 from minigpt.training import TrainConfig, train
 
 NEW = torch.arange(0, 500) % 40  # new-domain ids 0..39

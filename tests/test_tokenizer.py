@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from minigpt.errors import UserError
+from minigpt.plumbing.errors import UserError
 from minigpt.tokenizer import SPECIAL_TOKENS, WordTokenizer, split_words
 
 CORPUS = "The cat sat on the mat. The dog sat, too!\n\nA bird sang."

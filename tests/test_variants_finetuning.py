@@ -11,7 +11,7 @@ from experiment.training.methods import merge_lora_model, prepare_lora
 from experiment.training.variants import VARIANTS, variant_config, variant_prefix
 from lora import DoRALinear, LoRAConfig, LoRAError, NF4Linear, apply_lora, lora_layers, lora_state_dict
 from minigpt.checkpoint import model_fingerprint, save_model_dir
-from minigpt.errors import UserError
+from minigpt.plumbing.errors import UserError
 from minigpt.tokenizer import WordTokenizer
 from minigpt.training import TrainConfig, train
 

@@ -63,7 +63,7 @@ def worker(threads: int | None) -> None:
     no data loading or evaluation."""
     import torch
     from minigpt.config import GPTConfig
-    from minigpt.flags import apply_threads
+    from minigpt.plumbing.flags import apply_threads
     from minigpt.model import MiniGPT
     from minigpt.training import TrainConfig, make_optimizer
     apply_threads(threads)

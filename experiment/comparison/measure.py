@@ -6,7 +6,7 @@ from pathlib import Path
 
 import torch
 
-from minigpt.reading import load_tensor_file
+from minigpt.plumbing.reading import load_tensor_file
 
 
 def directory_bytes(path: str | Path) -> int:

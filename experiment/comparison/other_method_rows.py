@@ -20,7 +20,7 @@ from experiment.training.other_methods.catalog import MERGEABLE, OTHER_METHODS
 from experiment.training.other_methods.preparation import base_tensors_changed
 from experiment.training.other_methods.result_directory import load_result
 from minigpt.checkpoint import load_model_dir, read_run_info
-from minigpt.errors import UserError
+from minigpt.plumbing.errors import UserError
 from minigpt.model import KVCache
 
 

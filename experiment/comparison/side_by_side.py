@@ -26,14 +26,14 @@ from experiment.comparison.report import comparison_markdown
 from experiment.comparison.other_method_rows import compare_other_methods
 from experiment.comparison.variant_rows import compare_variants
 from lora import lora_matrix_savings, merge_lora
-from minigpt.atomic_writes import atomic_write_text
+from minigpt.plumbing.atomic_writes import atomic_write_text
 from minigpt.checkpoint import load_model_dir, model_fingerprint, read_run_info
-from minigpt.crash_recovery import recover_directory
+from minigpt.plumbing.crash_recovery import recover_directory
 from minigpt.device import choose_device
-from minigpt.errors import UserError
+from minigpt.plumbing.errors import UserError
 from minigpt.evaluation import complete, note_unknown_prompt_words, prompts_for
-from minigpt.flags import apply_threads
-from minigpt.reading import read_json_file
+from minigpt.plumbing.flags import apply_threads
+from minigpt.plumbing.reading import read_json_file
 
 RUN_FINETUNE = "run python train_finetune.py first"
 

@@ -13,7 +13,7 @@ from experiment.training.adapter import load_adapter
 from experiment.comparison.measure import comparison_row, directory_bytes, raw_tensor_bytes
 from experiment.training.new_token_rows import join_new_token_rows
 from minigpt.checkpoint import load_model_dir
-from minigpt.errors import UserError
+from minigpt.plumbing.errors import UserError
 
 RUN_VARIANTS = "run python train_finetune.py --method variants"
 

@@ -13,7 +13,7 @@ import torch
 
 from experiment.plots import pyplot
 from experiment.real_model.costs import SHAPES
-from minigpt.atomic_writes import atomic_save_figure, atomic_write_text
+from minigpt.plumbing.atomic_writes import atomic_save_figure, atomic_write_text
 
 NOTE = ("The models are randomly initialised, not trained: only costs are measured (a step costs the same whatever the "
         "weights are). SmolLM's depth (30 layers) and 49,152-token vocabulary at every width, tied embeddings, float32.")

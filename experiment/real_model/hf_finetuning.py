@@ -24,10 +24,10 @@ from experiment.real_model.hf_model import CausalLMWithLoss, check_targets, cont
 from experiment.real_model.peft_adapter import write_peft_adapter
 from experiment.real_model.text_data import tokenize_text_file
 from lora import LoRAConfig, apply_lora, count_parameters, merge_lora
-from minigpt.atomic_writes import ensure_writable_dir, new_run_id, refuse_foreign_directory, write_directory_atomically
+from minigpt.plumbing.atomic_writes import ensure_writable_dir, new_run_id, refuse_foreign_directory, write_directory_atomically
 from minigpt.device import choose_device
 from minigpt.evaluation import stream_loss
-from minigpt.flags import apply_threads
+from minigpt.plumbing.flags import apply_threads
 from minigpt.training import TrainConfig, train
 
 OUT_FILES = {"adapter", "merged", "metrics.json"}

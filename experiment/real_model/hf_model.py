@@ -19,7 +19,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from minigpt.errors import UserError
+from minigpt.plumbing.errors import UserError
 
 CACHE_HINT = "give a directory that holds config.json (as save_pretrained writes it), or add --allow-download to fetch it"
 

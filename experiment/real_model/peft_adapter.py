@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 from lora import LoRAConfig, apply_lora, load_lora_state_dict, lora_state_dict
-from minigpt.errors import UserError
+from minigpt.plumbing.errors import UserError
 
 PEFT_CONFIG, PEFT_WEIGHTS = "adapter_config.json", "adapter_model.safetensors"
 PREFIX = "base_model.model."

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import torch
 
 from minigpt.data import read_corpus, split_documents, split_train_val
-from minigpt.errors import UserError
+from minigpt.plumbing.errors import UserError
 
 
 @dataclass

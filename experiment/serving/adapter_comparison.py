@@ -26,9 +26,9 @@ from minigpt.checkpoint import load_model_dir
 from minigpt.data import encode_documents, read_corpus, split_documents, split_train_val
 from minigpt.evaluation import load_probes, probe_accuracy, stream_loss
 from experiment.training.data import recorded_finetune_corpus
-from minigpt.atomic_writes import atomic_write_text
-from minigpt.errors import UserError
-from minigpt.reading import read_json_file
+from minigpt.plumbing.atomic_writes import atomic_write_text
+from minigpt.plumbing.errors import UserError
+from minigpt.plumbing.reading import read_json_file
 
 
 def recorded_adapters(results, minimum: int = 2) -> dict[str, tuple[Path, str]]:

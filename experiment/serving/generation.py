@@ -28,7 +28,7 @@ from minigpt.checkpoint import load_model_dir, read_run_info
 from minigpt.data import read_corpus, split_documents, split_train_val
 from minigpt.evaluation import prompts_for
 from minigpt.device import choose_device
-from minigpt.errors import UserError
+from minigpt.plumbing.errors import UserError
 from minigpt.tokenizer import split_words
 
 COMMANDS = ":use NAME | :none | :mix NAME=WEIGHT,NAME=WEIGHT | :list | :help | :quit"

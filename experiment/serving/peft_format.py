@@ -24,9 +24,9 @@ import torch
 
 from experiment.training.adapter import EMBEDDING_WEIGHTS, LORA_CONFIG, LORA_WEIGHTS, TOKENIZER, read_adapter_config
 from lora import LoRAConfig, LoRAError, load_lora_weights
-from minigpt.atomic_writes import write_directory_atomically
-from minigpt.errors import UserError
-from minigpt.reading import load_tensor_file, read_json_file, read_text_file
+from minigpt.plumbing.atomic_writes import write_directory_atomically
+from minigpt.plumbing.errors import UserError
+from minigpt.plumbing.reading import load_tensor_file, read_json_file, read_text_file
 from minigpt.tokenizer import WordTokenizer
 
 PEFT_CONFIG, PEFT_SAFETENSORS, PEFT_BIN = "adapter_config.json", "adapter_model.safetensors", "adapter_model.bin"

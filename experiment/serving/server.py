@@ -40,7 +40,7 @@ from lora import (LoRAConfig, LoRAError, active_adapters, adapter_names, add_ada
                   set_adapter_weights)
 from lora.multi_adapter import check_mixable, load_adapter_state_dict
 from minigpt.checkpoint import load_model_dir, model_fingerprint
-from minigpt.errors import UserError
+from minigpt.plumbing.errors import UserError
 from minigpt.tokenizer import WordTokenizer, split_words
 
 MAX_MIX_WEIGHT = 10.0  # far beyond 1 an update swamps the base; 1e300 overflows the logits to NaN

@@ -21,8 +21,8 @@ from typing import Callable
 from experiment.training.variants import VARIANTS
 from experiment.studies.runner import FIGURES, RunSettings, StudyContext, group_over_seeds, rslora_supported, run_grid
 from experiment.studies.study_plots import plot_pareto, plot_rank, plot_seed_bars, plot_targets
-from minigpt.atomic_writes import atomic_write_text
-from minigpt.errors import UserError
+from minigpt.plumbing.atomic_writes import atomic_write_text
+from minigpt.plumbing.errors import UserError
 
 QUICK_SEEDS, FULL_SEEDS = (1337, 1, 2), (1337, 1, 2, 3, 4)
 ALL_LINEAR = ("q_proj", "k_proj", "v_proj", "o_proj", "up_proj", "down_proj")

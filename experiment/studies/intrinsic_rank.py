@@ -16,7 +16,7 @@ so the share of ΔW lying along W is reported too.
 import torch
 
 from minigpt.checkpoint import load_model_dir
-from minigpt.errors import UserError
+from minigpt.plumbing.errors import UserError
 
 
 def spectrum(delta: torch.Tensor, energy: float = 0.9, keep_rank: int = 4) -> dict:

@@ -31,11 +31,11 @@ from experiment.training.other_methods.catalog import OTHER_METHODS
 from experiment.training.variants import VARIANTS, variant_config
 from lora import LoRAConfig, LoRALinear
 from lora.config import DEFAULT_TARGETS
-from minigpt.atomic_writes import atomic_write_text
+from minigpt.plumbing.atomic_writes import atomic_write_text
 from minigpt.checkpoint import load_model_dir, model_fingerprint
 from minigpt.device import choose_device
-from minigpt.errors import UserError
-from minigpt.reading import check_input_file, read_json_file, require_number
+from minigpt.plumbing.errors import UserError
+from minigpt.plumbing.reading import check_input_file, read_json_file, require_number
 
 STUDY_METHODS = {**METHODS, "rows": NEW_ROWS, **OTHER_METHODS}
 # Per-run figures summarised over seeds: (key, label in tables).

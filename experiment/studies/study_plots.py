@@ -4,7 +4,7 @@ whose points are one seed each says "one seed" in its title and draws no error b
 suggest a spread of zero where none was measured."""
 
 from experiment.plots import pyplot
-from minigpt.atomic_writes import atomic_save_figure
+from minigpt.plumbing.atomic_writes import atomic_save_figure
 
 OUTCOMES = (("new_val_loss", "new-domain validation loss (nats/token)\nlearning: lower is better"),
             ("new_probes", "new-domain probes correct (%)\nlearning: higher is better"),

@@ -20,11 +20,11 @@ import torch
 
 from experiment.training.new_token_rows import SplitEmbedding, split_new_token_rows
 from lora import LoRAConfig, LoRAError, apply_lora, load_lora_state_dict, load_lora_weights, save_lora_weights
-from minigpt.atomic_writes import write_directory_atomically
+from minigpt.plumbing.atomic_writes import write_directory_atomically
 from minigpt.checkpoint import RUN_FILE, load_model_dir, model_fingerprint
-from minigpt.crash_recovery import recover_directory
-from minigpt.errors import UserError
-from minigpt.reading import load_tensor_file, read_json_file
+from minigpt.plumbing.crash_recovery import recover_directory
+from minigpt.plumbing.errors import UserError
+from minigpt.plumbing.reading import load_tensor_file, read_json_file
 from minigpt.tokenizer import WordTokenizer
 
 LORA_WEIGHTS, EMBEDDING_WEIGHTS, LORA_CONFIG, TOKENIZER = "lora_weights.pt", "embedding_weights.pt", "lora_config.json", "tokenizer.json"

@@ -13,7 +13,7 @@ import torch
 from minigpt.data import CorpusSplits, encode_documents, make_splits, read_corpus, split_documents, split_train_val
 from minigpt.evaluation import check_probe_answers, load_probes, probe_accuracy, stream_loss
 from minigpt.checkpoint import read_run_info
-from minigpt.errors import UserError
+from minigpt.plumbing.errors import UserError
 from minigpt.tokenizer import WordTokenizer
 
 DEFAULT_PRETRAIN_CORPUS = "data/pretrain.txt"  # for a base whose run.json does not record its corpus (written before it did)

@@ -33,13 +33,13 @@ from experiment.plots import plot_loss_curves, plot_parameter_counts
 from experiment.training.variants import VARIANTS, quantization_report, variant_config, variant_prefix, weight_error
 from lora import LoRAConfig, apply_lora, count_parameters, lora_matrix_savings, loraplus_parameter_groups, parameter_breakdown
 from lora.config import DEFAULT_TARGETS
-from minigpt.atomic_writes import ensure_writable_dir, new_run_id, refuse_foreign_directory, write_directory_atomically
+from minigpt.plumbing.atomic_writes import ensure_writable_dir, new_run_id, refuse_foreign_directory, write_directory_atomically
 from minigpt.checkpoint import RUN_FILE, load_model_dir, model_fingerprint, save_model_dir
 from minigpt.device import choose_device
 from minigpt.distributed import is_main_process
-from minigpt.errors import UserError
-from minigpt.flags import apply_threads
-from minigpt.reading import read_json_file, require_number
+from minigpt.plumbing.errors import UserError
+from minigpt.plumbing.flags import apply_threads
+from minigpt.plumbing.reading import read_json_file, require_number
 from minigpt.training import TrainConfig, train
 
 MAX_ADAPTER_NAME = 64  # adapters/<name>/ and its temporaries (".<name>.<pid>-<hex>.tmp") must fit a file name (255 bytes)

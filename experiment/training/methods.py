@@ -22,7 +22,7 @@ import torch
 
 from experiment.training.new_token_rows import join_new_token_rows, split_new_token_rows
 from lora import LoRAConfig, LoRAError, apply_lora, merge_lora
-from minigpt.errors import UserError
+from minigpt.plumbing.errors import UserError
 from peft_methods import PeftMethodError
 
 # What the scripts turn into one line and exit status 2: the project's own errors, lora's and peft_methods'.

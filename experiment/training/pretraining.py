@@ -14,14 +14,14 @@ import torch
 
 from experiment.training.data import corpus_record, default_probes
 from experiment.plots import plot_loss_curves
-from minigpt.atomic_writes import ensure_writable_dir, new_run_id, refuse_foreign_directory
+from minigpt.plumbing.atomic_writes import ensure_writable_dir, new_run_id, refuse_foreign_directory
 from minigpt.checkpoint import save_model_dir
 from minigpt.config import GPTConfig
 from minigpt.data import make_splits, read_corpus
 from minigpt.device import choose_device
 from minigpt.distributed import is_main_process
 from minigpt.evaluation import check_probe_answers, complete, load_probes, note_unknown_prompt_words, probe_accuracy, stream_loss, unigram_perplexity
-from minigpt.flags import apply_threads
+from minigpt.plumbing.flags import apply_threads
 from minigpt.model import MiniGPT
 from minigpt.tokenizer import WordTokenizer
 from minigpt.training import TrainConfig, train

@@ -11,7 +11,7 @@ it only accepts a function that draws the next batch.
 import torch
 
 from minigpt.data import encode_documents, get_batch, read_corpus, split_documents, split_train_val
-from minigpt.errors import UserError
+from minigpt.plumbing.errors import UserError
 
 
 def replay_windows(fraction: float, batch_size: int) -> int:

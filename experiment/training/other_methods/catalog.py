@@ -8,7 +8,7 @@ probes in the default 150 steps, else the rate that learns the most; docs/other_
 from argparse import Namespace
 
 from experiment.training.methods import Method
-from minigpt.flags import positive_int
+from minigpt.plumbing.flags import positive_int
 from peft_methods import PROMPT_INITS, BottleneckAdapterConfig, IA3Config, PrefixTuningConfig, PromptTuningConfig
 
 OTHER_METHODS = {

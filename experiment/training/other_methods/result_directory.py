@@ -21,11 +21,11 @@ import torch
 from experiment.training.adapter import EMBEDDING_WEIGHTS, TOKENIZER, check_adapter_fits_base, check_float_tensors
 from experiment.training.new_token_rows import SplitEmbedding, join_new_token_rows, split_new_token_rows
 from experiment.training.other_methods.catalog import MERGEABLE, OTHER_METHODS
-from minigpt.atomic_writes import write_directory_atomically
+from minigpt.plumbing.atomic_writes import write_directory_atomically
 from minigpt.checkpoint import RUN_FILE, load_model_dir, model_fingerprint, save_model_dir
-from minigpt.crash_recovery import recover_directory
-from minigpt.errors import UserError
-from minigpt.reading import load_tensor_file, read_text_file
+from minigpt.plumbing.crash_recovery import recover_directory
+from minigpt.plumbing.errors import UserError
+from minigpt.plumbing.reading import load_tensor_file, read_text_file
 from peft_methods import (ADAPTER_MARKER, IA3_MARKER, BottleneckAdapterConfig, IA3Config, PeftMethodError, PrefixTuningConfig,
                           PromptTuningConfig, apply_bitfit, apply_bottleneck_adapters, apply_ia3, apply_prefix_tuning,
                           apply_prompt_tuning, bitfit_state_dict, load_bitfit_state_dict, load_trainable_state_dict, merge_ia3,

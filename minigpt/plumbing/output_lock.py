@@ -12,9 +12,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
-from minigpt.atomic_writes import ensure_writable_dir
-from minigpt.crash_recovery import _pid_alive, _read_lock
-from minigpt.errors import UserError
+from minigpt.plumbing.atomic_writes import ensure_writable_dir
+from minigpt.plumbing.crash_recovery import _pid_alive, _read_lock
+from minigpt.plumbing.errors import UserError
 
 
 @contextmanager

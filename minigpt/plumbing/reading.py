@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from minigpt.errors import UserError
+from minigpt.plumbing.errors import UserError
 
 
 def check_input_file(path: str | Path, what: str, fix: str = "") -> Path:

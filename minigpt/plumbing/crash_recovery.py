@@ -13,8 +13,8 @@ import shutil
 import socket
 from pathlib import Path
 
-from minigpt.errors import UserError
-from minigpt.reading import parse_json
+from minigpt.plumbing.errors import UserError
+from minigpt.plumbing.reading import parse_json
 
 
 def _temporary_sibling(path: Path, kind: str) -> Path:

@@ -17,8 +17,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Iterator
 
-from minigpt.crash_recovery import _temporary_sibling, recover_directory, remove_stale_temporaries
-from minigpt.errors import UserError
+from minigpt.plumbing.crash_recovery import _temporary_sibling, recover_directory, remove_stale_temporaries
+from minigpt.plumbing.errors import UserError
 
 
 def new_run_id() -> str:

@@ -11,7 +11,7 @@ from typing import Callable
 
 import torch
 
-from minigpt.errors import EXIT_USER_ERROR
+from minigpt.plumbing.errors import EXIT_USER_ERROR
 
 
 class DefaultsHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
