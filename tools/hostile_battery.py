@@ -172,6 +172,8 @@ def judge(name, r, out=None, old=None, parents=(), sigint=False, must_fail=False
         now = snapshot(out)
         if r["rc"] != 0 and old is not None:
             post["old_intact"] = now == old
+            if not post["old_intact"]:
+                post["changed"] = sorted(k for k in set(now or {}) | set(old) if (now or {}).get(k) != old.get(k))
             if not post["old_intact"] and not reason:
                 reason = "old output changed by a failed run"
         if r["rc"] == 0 and complete is not None:
@@ -536,6 +538,8 @@ def sigint():
             old = snapshot(out)
             r = run(cmd(out), sigint_after=t)
             reason = contract(r, sigint=True)
+            if r["rc"] == 0 and r["wall_s"] > t + 1.5 and not reason:
+                reason = f"Ctrl-C at {t} s ignored: ran on to exit 0 at {r['wall_s']} s (contract: exit 130, one line)"
             post = {}
             now = snapshot(out)
             post["old_or_new"] = now == old or (all((out / f).exists() for f in complete) if out.is_dir() else now is not None)
