@@ -10,7 +10,7 @@ Usage (from the repository root, as root for the tmpfs cases; cases run one at a
 
     OMP_NUM_THREADS=1 .venv/bin/python tools/hostile_battery.py [--only SUBSTRING ...] [--json PATH]
 
-Writes a summary table to stdout and the full records to --json (default /work/battery-results.json).
+Writes a summary table to stdout and the full records to --json (default dist/hostile_battery.json).
 It does not modify the repository: every output goes to a scratch directory under /tmp.
 """
 
@@ -853,7 +853,7 @@ def main():
     global W
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--only", nargs="*", default=[], help="run only cases whose name contains one of these")
-    p.add_argument("--json", default="/work/battery-results.json")
+    p.add_argument("--json", default="dist/hostile_battery.json", help="where the full records go")
     p.add_argument("--keep", action="store_true", help="keep the scratch directory")
     args = p.parse_args()
     ONLY.extend(args.only)
@@ -867,6 +867,7 @@ def main():
         for fn in CASES:
             fn()
     finally:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps({"root": str(ROOT), "python": PY, "wall_s": round(time.monotonic() - t0, 1),
                                                "results": RESULTS}, indent=1) + "\n")
         subprocess.run(["bash", "-c", f"grep -F ' {W}/' /proc/mounts | cut -d' ' -f2 | xargs -r -n1 umount -l"])
