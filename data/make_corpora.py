@@ -721,16 +721,21 @@ def check_probes(name, triples, tokens, minimum):
     return min(counts)
 
 
-def write_atomically(filename, text):
-    """Write beside this script under a temporary name of this process, then rename: never a half-written corpus,
-    and two runs at once each rename their own complete copy (the bytes are the same)."""
-    tmp = HERE / f".{filename}.{os.getpid()}.tmp"
+def write_all_atomically(files):
+    """Write every {filename: text} beside this script under a temporary name of this process, and rename them
+    into place only once all are written: a full disk or a file-size limit leaves the old set whole, never a new
+    corpus beside old probes. (A kill during the renames, which take microseconds, could still mix the two sets.)
+    Two runs at once each rename their own complete copies; the bytes are the same."""
+    temporaries = {filename: HERE / f".{filename}.{os.getpid()}.tmp" for filename in files}
     try:
-        tmp.write_text(text, encoding="ascii", newline="\n")
-        os.replace(tmp, HERE / filename)
+        for filename, text in files.items():
+            temporaries[filename].write_text(text, encoding="ascii", newline="\n")
+        for filename, tmp in temporaries.items():
+            os.replace(tmp, HERE / filename)
     finally:
-        if tmp.exists():
-            tmp.unlink()
+        for tmp in temporaries.values():
+            if tmp.exists():
+                tmp.unlink()
 
 
 def main():
@@ -782,12 +787,12 @@ def main():
         if wrong:
             fail(f"sport.txt follows the pretraining prompt {prompt!r} with {wrong}, not {answer!r}")
 
-    for filename, docs in (("pretrain.txt", pre_docs), ("cooking.txt", cook_docs), ("sport.txt", sport_docs)):
-        write_atomically(filename, "\n\n".join(docs) + "\n")
+    files = {filename: "\n\n".join(docs) + "\n"
+             for filename, docs in (("pretrain.txt", pre_docs), ("cooking.txt", cook_docs), ("sport.txt", sport_docs))}
     for filename, triples in (("pretrain_probes.json", pre_probes), ("cooking_probes.json", cook_probes),
                               ("sport_probes.json", sport_probes)):
-        probes = [{"prompt": p, "answer": ans} for p, ans, _ in triples]
-        write_atomically(filename, json.dumps(probes, indent=1) + "\n")
+        files[filename] = json.dumps([{"prompt": p, "answer": ans} for p, ans, _ in triples], indent=1) + "\n"
+    write_all_atomically(files)
 
     print(f"pretrain.txt: {len(pre_docs)} documents, {pre_words} words, {len(pre_vocab)} distinct words")
     print(f"cooking.txt:  {len(cook_docs)} documents, {cook_words} words, {len(cook_vocab)} distinct words")

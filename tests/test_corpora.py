@@ -4,6 +4,8 @@ import hashlib
 import importlib.util
 import random
 
+import pytest
+
 from conftest import DATA
 
 # The hashes the pretraining and cooking files had before the sport domain was added.
@@ -43,3 +45,14 @@ def test_sport_has_its_own_new_words_and_a_few_shared_with_cooking():
     sport_new = set(script.words((DATA / "sport.txt").read_text())) - pretrain
     assert len(sport_new - cooking_new) >= 20
     assert sport_new & cooking_new == {"ramen", "noodles", "batter"}
+
+
+def test_the_corpora_are_written_all_or_none(tmp_path, monkeypatch):
+    script = load_script()
+    monkeypatch.setattr(script, "HERE", tmp_path)
+    (tmp_path / "pretrain.txt").write_text("old corpus")
+    with pytest.raises(UnicodeEncodeError):  # the second file cannot be written (not ASCII): the first must not replace its old copy
+        script.write_all_atomically({"pretrain.txt": "new corpus", "pretrain_probes.json": "caf\u00e9"})
+    assert [p.name for p in tmp_path.iterdir()] == ["pretrain.txt"] and (tmp_path / "pretrain.txt").read_text() == "old corpus"
+    script.write_all_atomically({"pretrain.txt": "new corpus", "pretrain_probes.json": "[]"})
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["pretrain.txt", "pretrain_probes.json"]

@@ -128,6 +128,35 @@ def test_a_second_writer_of_one_out_is_refused_and_told_who_holds_it(tmp_path):
     assert not (tmp_path / ".results.lock").exists()  # released
 
 
+def test_a_lock_that_cannot_be_written_is_one_line_and_left_behind_by_no_one(tmp_path, monkeypatch):
+    from minigpt.plumbing.output_lock import output_lock
+
+    def disk_full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "fdopen", disk_full)  # the lock file is created, its bytes cannot be written
+    with pytest.raises(UserError, match="cannot write the lock file .*No space left on device"):
+        with output_lock(tmp_path / "results"):
+            pass
+    assert not (tmp_path / ".results.lock").exists()  # an empty lock would refuse every later run
+
+
+def test_staged_files_replace_all_of_them_or_none(tmp_path):
+    from minigpt.plumbing.atomic_writes import atomic_path, staged_files
+    (tmp_path / "table.md").write_text("old table")
+    (tmp_path / "plot.png").write_text("old plot")
+    with pytest.raises(UserError, match=f"could not write {tmp_path / 'plot.png'} \\(No space left on device\\); nothing in {tmp_path} was changed"):
+        with staged_files(tmp_path) as staging:
+            atomic_write_text(staging / "table.md", "new table")
+            with atomic_path(staging / "plot.png"):
+                raise OSError(28, "No space left on device")
+    assert {p.name: p.read_text() for p in tmp_path.iterdir()} == {"table.md": "old table", "plot.png": "old plot"}
+    with staged_files(tmp_path) as staging:
+        atomic_write_text(staging / "table.md", "new table")
+        atomic_write_text(staging / "plot.png", "new plot")
+    assert {p.name: p.read_text() for p in tmp_path.iterdir()} == {"table.md": "new table", "plot.png": "new plot"}
+
+
 def test_the_lock_of_a_dead_run_is_taken_over(tmp_path):
     import socket
     from minigpt.plumbing.output_lock import output_lock

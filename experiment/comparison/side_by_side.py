@@ -26,7 +26,7 @@ from experiment.comparison.report import comparison_markdown
 from experiment.comparison.other_method_rows import compare_other_methods
 from experiment.comparison.variant_rows import compare_variants
 from lora import lora_matrix_savings, merge_lora
-from minigpt.plumbing.atomic_writes import atomic_write_text
+from minigpt.plumbing.atomic_writes import atomic_write_text, staged_files
 from minigpt.checkpoint import load_model_dir, model_fingerprint, read_run_info
 from minigpt.plumbing.crash_recovery import recover_directory
 from minigpt.device import choose_device
@@ -240,17 +240,20 @@ def build_comparison(metrics, evaluation, merge_check, latency, storage, per_mat
 
 
 def write_outputs(results: Path, comparison: dict, metrics: dict) -> None:
-    atomic_write_text(results / "comparison.json", json.dumps(comparison, indent=2) + "\n")
-    atomic_write_text(results / "comparison.md", comparison_markdown(comparison))
-    labels = {metrics["methods"][n]["label"]: metrics["methods"][n] for n in METHODS}
-    if not (results / "parameter_counts.png").is_file():
-        plot_parameter_counts({label: r["parameters"] for label, r in labels.items()}, results / "parameter_counts.png")
-    if not (results / "loss_curves.png").is_file():
-        plot_loss_curves({label: r["history"] for label, r in labels.items()}, results / "loss_curves.png", "Fine-tuning loss on the new domain")
-    methods = comparison["methods"]
-    plot_forgetting_vs_learning({m["label"]: (m["forgetting_val_loss_increase"], m["finetune_val_loss"]) for m in methods.values()},
-                                results / "forgetting_vs_learning.png")
-    plot_storage({name: s["file_bytes"] for name, s in comparison["storage"].items()}, results / "storage.png")
-    first = next(iter(comparison["inference_latency"].values()))
-    plot_latency(comparison["inference_latency"], results / "inference_latency.png",
-                 f"batch size 1, prompt {first['prompt_tokens']} tokens, {first['new_tokens']} new tokens, {comparison['device']}")
+    """The tables and plots, staged and then renamed into the results folder together: all new or all old."""
+    with staged_files(results) as staging:
+        atomic_write_text(staging / "comparison.json", json.dumps(comparison, indent=2) + "\n")
+        atomic_write_text(staging / "comparison.md", comparison_markdown(comparison))
+        labels = {metrics["methods"][n]["label"]: metrics["methods"][n] for n in METHODS}
+        if not (results / "parameter_counts.png").is_file():
+            plot_parameter_counts({label: r["parameters"] for label, r in labels.items()}, staging / "parameter_counts.png")
+        if not (results / "loss_curves.png").is_file():
+            plot_loss_curves({label: r["history"] for label, r in labels.items()}, staging / "loss_curves.png",
+                             "Fine-tuning loss on the new domain")
+        methods = comparison["methods"]
+        plot_forgetting_vs_learning({m["label"]: (m["forgetting_val_loss_increase"], m["finetune_val_loss"]) for m in methods.values()},
+                                    staging / "forgetting_vs_learning.png")
+        plot_storage({name: s["file_bytes"] for name, s in comparison["storage"].items()}, staging / "storage.png")
+        first = next(iter(comparison["inference_latency"].values()))
+        plot_latency(comparison["inference_latency"], staging / "inference_latency.png",
+                     f"batch size 1, prompt {first['prompt_tokens']} tokens, {first['new_tokens']} new tokens, {comparison['device']}")

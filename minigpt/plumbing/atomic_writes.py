@@ -148,6 +148,15 @@ def write_directory_atomically(path: str | Path, write_files: Callable[[Path], N
     return path
 
 
+class WriteError(UserError):
+    """A write that failed for lack of space, a file-size limit or permissions; remembers the path and the reason."""
+
+    def __init__(self, path: Path, reason: str):
+        self.path, self.reason = path, reason
+        super().__init__(f"could not write {path} ({reason}); the previous {path.name} is unchanged; "
+                         "free some disk space or choose another --out")
+
+
 @contextmanager
 def saving_errors(path: Path) -> Iterator[None]:
     """An OSError while saving (no space, file-size limit, permission) becomes one line naming `path`.
@@ -157,14 +166,40 @@ def saving_errors(path: Path) -> Iterator[None]:
     try:
         yield
     except OSError as error:
-        reason = error.strerror or str(error)
-        raise UserError(f"could not write {path} ({reason}); the previous {path.name} is unchanged; "
-                        "free some disk space or choose another --out") from None
+        raise WriteError(path, error.strerror or str(error)) from None
     except RuntimeError as error:
         if not any(marker in str(error).lower() for marker in ("write", "inline_container", "unexpected pos")):
             raise  # not a failed write: a bug, which should show its traceback
-        raise UserError(f"could not write {path} (the file write failed: disk full or file-size limit?); "
-                        f"the previous {path.name} is unchanged; free some disk space or choose another --out") from None
+        raise WriteError(path, "the file write failed: disk full or file-size limit?") from None
+
+
+@contextmanager
+def staged_files(directory: str | Path) -> Iterator[Path]:
+    """Yield a staging folder; the files written into it replace their namesakes in `directory` together, once
+    every one of them is complete, so a full disk or a file-size limit halfway changes none of them.
+
+    For several outputs that share a folder with other files (compare.py's tables and plots sit beside the
+    models), where swapping the whole folder is not an option. The staging folder is named like every other
+    temporary, so one left by a killed run is removed by the next. A kill during the final renames, which take
+    microseconds, could leave some files new and some old.
+    """
+    directory = ensure_writable_dir(directory)
+    staging = _temporary_sibling(directory / "outputs", "tmp")
+    try:
+        staging.mkdir()
+    except OSError as error:
+        raise UserError(f"cannot write in {directory} ({error.strerror}); free some disk space or fix its permissions") from None
+    try:
+        yield staging
+        names = sorted(entry.name for entry in staging.iterdir())
+        for name in names:
+            os.replace(staging / name, directory / name)
+        _fsync_directory(directory)
+    except WriteError as error:
+        raise UserError(f"could not write {directory / error.path.name} ({error.reason}); nothing in {directory} was "
+                        "changed; free some disk space or choose another --out") from None
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 RENAME_EXCHANGE = 2  # linux/fs.h

@@ -43,8 +43,13 @@ def output_lock(path: str | Path) -> Iterator[None]:
                             f"(if that run is gone, delete {lock})") from None
         except OSError as error:
             raise UserError(f"cannot create the lock file {lock} ({error.strerror}); choose another --out") from None
-        with os.fdopen(fd, "w", encoding="utf-8") as file:
-            file.write(json.dumps(holder) + "\n")
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as file:
+                file.write(json.dumps(holder) + "\n")
+        except OSError as error:  # a full disk: the file was created, its few bytes could not be written
+            lock.unlink(missing_ok=True)
+            raise UserError(f"cannot write the lock file {lock} ({error.strerror}); free some disk space "
+                            "or choose another --out") from None
         break
     else:
         raise UserError(f"could not take the lock {lock}; another run keeps taking it; try again")
