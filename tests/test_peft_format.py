@@ -47,6 +47,13 @@ def test_converting_a_missing_directory_is_one_line(exported, monkeypatch, capsy
     assert_one_line_error(status, err, "does not exist")
 
 
+def test_writing_a_directory_where_no_entry_can_be_made_is_a_user_error(tmp_path):
+    from minigpt.plumbing.atomic_writes import write_directory_atomically
+
+    with pytest.raises(UserError, match="cannot write in /proc"):  # /proc passes the access check, then refuses mkdir
+        write_directory_atomically("/proc/x", lambda directory: None)
+
+
 def test_peft_loads_the_export_and_matches_the_adapter(exported):
     peft = pytest.importorskip("peft")
     safetensors_file = exported / "peft_st"
