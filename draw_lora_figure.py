@@ -10,6 +10,16 @@ to scale, one unit per matrix entry, so the thin A and B next to the square W
 show how few numbers LoRA trains.
 """
 
+import os
+import signal
+import sys
+
+# Ctrl-C while torch is still loading: one line, not a KeyboardInterrupt traceback (run_cli takes over once main starts).
+# os._exit, not sys.exit: a SystemExit raised inside an import can be swallowed; nothing is written yet, so nothing to clean up.
+# (A KeyboardInterrupt inside numpy's or torch's imports can be swallowed too, the run going on, or leave numpy half-made.)
+signal.signal(signal.SIGINT, lambda *_: (print("interrupted during start-up; nothing was written", file=sys.stderr, flush=True),
+                                         os._exit(130)))
+
 from minigpt.plumbing.atomic_writes import atomic_save_figure
 from minigpt.config import GPTConfig
 from minigpt.plumbing.errors import UserError, run_cli

@@ -21,6 +21,7 @@ from experiment.training.methods import USER_ERRORS  # noqa: E402
 from experiment.serving.peft_format import export_peft, have_safetensors, import_peft  # noqa: E402
 from minigpt.plumbing.errors import run_cli  # noqa: E402
 from minigpt.plumbing.flags import ArgumentParser  # noqa: E402
+from minigpt.plumbing.output_lock import output_lock  # noqa: E402
 
 
 def parse_args():
@@ -35,6 +36,13 @@ def parse_args():
 
 def main() -> None:
     args = parse_args()
+    # like every writer: a second run on the same destination is refused, and an output where no lock file can be
+    # made (/proc, a missing or read-only parent) is one line that says to choose another, before any work
+    with output_lock(args.destination):
+        convert(args)
+
+
+def convert(args) -> None:
     if args.direction == "to-peft":
         out = export_peft(args.source, args.destination)
         tensor_format = "safetensors" if have_safetensors() else "torch .bin (install safetensors for .safetensors)"

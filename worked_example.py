@@ -16,6 +16,16 @@ tests/test_worked_example.py recomputes every number with hand-written
 formulas, and checks that the README's copy of this block is the script's.
 """
 
+import os
+import signal
+import sys
+
+# Ctrl-C while torch is still loading: one line, not a KeyboardInterrupt traceback (run_cli takes over once main starts).
+# os._exit, not sys.exit: a SystemExit raised inside an import can be swallowed; nothing is written yet, so nothing to clean up.
+# (A KeyboardInterrupt inside numpy's or torch's imports can be swallowed too, the run going on, or leave numpy half-made.)
+signal.signal(signal.SIGINT, lambda *_: (print("interrupted during start-up; nothing was written", file=sys.stderr, flush=True),
+                                         os._exit(130)))
+
 import torch
 import torch.nn as nn
 

@@ -7,16 +7,26 @@ The student's code never runs in this process (runner.py, worker.py). Exit
 status: 0 whatever the scores (a low score is a result, not an error); 2 with
 one line on stderr for bad usage (a missing folder, a --timeout that is not a
 positive finite number), an output that cannot be written (full disk,
-read-only or /proc target), another run writing the same output, or Ctrl-C.
+read-only or /proc target), or another run writing the same output; 130
+with one line for Ctrl-C, at any instant.
 """
+
+import os
+import signal
+import sys
+
+if __name__ == "__main__":  # as a command only: a test that imports this module keeps its own handler
+    # Ctrl-C while torch is still loading (minigpt's package imports it): one line, not a KeyboardInterrupt traceback,
+    # which inside numpy's or torch's imports may also be swallowed (the run goes on) or break them. main() takes over.
+    # os._exit, not sys.exit: a SystemExit raised inside an import can be swallowed; nothing is written yet.
+    signal.signal(signal.SIGINT, lambda *_: (print("interrupted during start-up; nothing was written", file=sys.stderr, flush=True),
+                                             os._exit(130)))
 
 import csv
 import fcntl
 import io
 import json
 import math
-import os
-import sys
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -107,6 +117,7 @@ def grade_one(args) -> None:
     with exclusive(out):
         report = grade_paths([root.resolve()], timeout=args.timeout)[0]
         write(out, json.dumps(report, indent=2) + "\n")  # before printing, so a closed stdout cannot lose it
+        args.wrote = out  # a Ctrl-C from now on keeps it, and says so
     print(format_scorecard(report))
     print(f"wrote {out}")
 
@@ -138,11 +149,17 @@ def grade_folder(args) -> None:
                               progress=lambda report: print(f"  {Path(report['path']).name}: {report['score']}/{report['max_score']}",
                                                             flush=True))
         write(out, csv_text(reports, students))
+        args.wrote = out
     elapsed = time.monotonic() - started
     print(f"graded {len(students)} submissions in {elapsed:.0f} s ({elapsed / len(students):.1f} s each); wrote {out}")
 
 
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, what a shell reports for a command stopped by Ctrl-C
+
+
 def main(argv=None) -> int:
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # the quiet start-up handler hands over: grading cleans up
+    args = None
     try:
         try:
             args = parse_args(argv)
@@ -153,14 +170,23 @@ def main(argv=None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("error: interrupted; grading stopped, its workers and temporary copies removed, nothing written", file=sys.stderr)
-        return 2
+        wrote = getattr(args, "wrote", None)
+        print(f"interrupted after grading; {wrote} was written" if wrote else
+              "interrupted: grading stopped, its workers and temporary copies removed; nothing was written", file=sys.stderr)
+        return EXIT_INTERRUPTED
     return 0
 
 
 if __name__ == "__main__":
     try:
-        sys.exit(main())
+        status = main()
+        sys.stdout.flush()
     except BrokenPipeError:  # e.g. `| head`: the reader left; the report is written already
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        sys.exit(0)
+        status = 0
+    except KeyboardInterrupt:  # in the instant between main's end and here: main printed its outcome already
+        print("interrupted while exiting; the outcome above stands", file=sys.stderr)
+        status = EXIT_INTERRUPTED
+    # os._exit, not sys.exit: the interpreter's teardown resets the signal handlers, so a Ctrl-C during it would kill
+    # the process by the signal (status -2); everything is written and every worker stopped by now.
+    os._exit(status)

@@ -20,17 +20,24 @@ and then
 The handout is built in a temporary directory beside OUT_DIR and renamed
 into place, so OUT_DIR is either complete or absent. Any problem (OUT_DIR not
 empty or inside the repository, a full disk, a read-only or /proc target,
-another build into the same place, Ctrl-C) ends in one line and exit status
-2, with the temporary directory removed.
+another build into the same place) ends in one line and exit status 2, with
+the temporary directory removed; Ctrl-C likewise, with exit status 130.
 """
+
+import os
+import signal
+import sys
+
+if __name__ == "__main__":  # as a command only: a test that imports this module keeps its own handler
+    # Ctrl-C before main() starts: one line, not a KeyboardInterrupt traceback; main() takes over.
+    signal.signal(signal.SIGINT, lambda *_: (print("handout: interrupted during start-up; nothing was written",
+                                                   file=sys.stderr, flush=True), os._exit(130)))
 
 import argparse
 import fcntl
-import os
 import re
 import shutil
 import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
@@ -236,6 +243,7 @@ def make_handout(repo: Path, out: Path) -> int:
 
 
 def main(argv=None) -> int:
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # the quiet start-up handler hands over: the build cleans up
     try:
         args = parse_args(argv)
         repo, out = Path(args.repo).resolve(), Path(args.out_dir).resolve()
@@ -245,7 +253,7 @@ def main(argv=None) -> int:
         return 2
     except KeyboardInterrupt:
         print("handout: interrupted; nothing was written (the temporary copy is removed)", file=sys.stderr)
-        return 2
+        return 130  # 128 + SIGINT, what a shell reports for a command stopped by Ctrl-C
     print(f"wrote the handout to {out} ({count} files); start with STUDENT_README.md")
     return 0
 

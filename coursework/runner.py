@@ -227,6 +227,7 @@ class Grader:
         self.scratch = Path(tempfile.mkdtemp(prefix="coursework-grading-"))
         self.worker: Worker | None = None
         self.closed = False
+        self.worker_lock = threading.Lock()  # close() (the main thread, on Ctrl-C) and a grading thread may both stop it
 
     def grade(self, path: Path, only: list | None = None) -> dict:
         """The report for one submission; `only`: grade just these rubric lines (the rest read "not run")."""
@@ -250,25 +251,31 @@ class Grader:
         shutil.rmtree(copy, ignore_errors=True)
         now = fingerprint()
         tampered = sorted(name for name in set(now) | set(FINGERPRINT) if now.get(name) != FINGERPRINT.get(name))
-        return report(path, results, self.worker.isolation if self.worker else "none", tampered)
+        worker = self.worker  # once: close() may clear it meanwhile
+        return report(path, results, worker.isolation if worker else "none", tampered)
 
     def _check(self, line_id: str, copy: Path, draw: Draw) -> tuple[bool, str]:
-        inputs = JUDGES[line_id][0](draw)
-        if self.closed:
+        if self.closed:  # before drawing inputs: a stopped grader's thread must reach its end quickly, torch work and all
             return False, "not run: grading was stopped"
+        inputs = JUDGES[line_id][0](draw)
         try:
-            if self.worker is None:
-                self.worker = Worker(self.scratch, self.isolate)  # registered first, so close() can stop it while it starts
-                self.worker.handshake()
-            return verdict(line_id, inputs, self.worker.run(line_id, copy, inputs, self.timeout), self.timeout)
+            worker = self.worker
+            if worker is None:
+                worker = self.worker = Worker(self.scratch, self.isolate)  # registered before the handshake: close() stops it
+                if self.closed:  # close() ran while the process started and found no worker to stop: stop it here
+                    self.close_worker()
+                    return False, "not run: grading was stopped"
+                worker.handshake()  # `worker`, not self.worker, which close() may clear meanwhile
+            return verdict(line_id, inputs, worker.run(line_id, copy, inputs, self.timeout), self.timeout)
         except WorkerGone as gone:
             self.close_worker()
             return False, str(gone)
 
     def close_worker(self) -> None:
-        if self.worker is not None:
-            self.worker.stop()
-            self.worker = None
+        with self.worker_lock:
+            if self.worker is not None:
+                self.worker.stop()
+                self.worker = None
 
     def close(self) -> None:
         self.closed = True
@@ -300,11 +307,7 @@ def grade_paths(paths: list[Path], timeout: float = DEFAULT_TIMEOUT, workers: in
         jobs.put((index, Path(path)))
     reports: list = [None] * len(paths)
     owned = graders is None
-    if owned:
-        isolate = namespaces_available() if isolate is None else isolate
-        graders = [Grader(timeout, isolate) for _ in range(max(1, min(workers, len(paths))))]
-    for grader in graders:
-        grader.timeout = timeout
+    graders = [] if owned else list(graders)
     stopping, printing = threading.Event(), threading.Lock()
 
     def drain(grader: Grader) -> None:
@@ -313,28 +316,40 @@ def grade_paths(paths: list[Path], timeout: float = DEFAULT_TIMEOUT, workers: in
                 index, path = jobs.get_nowait()
             except queue.Empty:
                 return
-            reports[index] = grader.grade(path, only[index] if only else None)
+            try:
+                reports[index] = grader.grade(path, only[index] if only else None)
+            except Exception:
+                if stopping.is_set():  # stopped under it (its scratch folder removed): quietly, the run is ending
+                    return
+                raise
             if progress is not None:
                 with printing:
                     progress(reports[index])
 
-    threads = [threading.Thread(target=drain, args=(grader,), daemon=True) for grader in graders]
+    threads: list[threading.Thread] = []
     try:
-        for thread in threads:
-            thread.start()
+        if owned:  # inside the try: a Ctrl-C while the graders start still removes the scratch folders made so far
+            isolate = namespaces_available() if isolate is None else isolate
+            for _ in range(max(1, min(workers, len(paths)))):
+                graders.append(Grader(timeout, isolate))
+        for grader in graders:
+            grader.timeout = timeout
+            threads.append(threading.Thread(target=drain, args=(grader,), daemon=True))
+            threads[-1].start()
         for thread in threads:
             while thread.is_alive():
                 thread.join(0.2)
+        for grader in graders if owned else ():
+            grader.close()
     except BaseException:
         stopping.set()
         for grader in graders:
             grader.close()  # on Ctrl-C this kills the workers, so the threads return at once
-        for thread in threads:
-            thread.join(5)
+        for thread in (thread for thread in threads if thread.ident is not None):  # those started
+            # to their end, not for a few seconds: a thread still inside torch when the interpreter exits is torn
+            # down mid-call, and the process aborts ("terminate called without an active exception")
+            thread.join()
         raise
-    if owned:
-        for grader in graders:
-            grader.close()
     return reports
 
 

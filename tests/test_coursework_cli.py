@@ -88,14 +88,26 @@ def test_a_folder_of_submissions_gives_one_csv_row_per_student_and_a_column_per_
     assert "wrote" in capsys.readouterr().out
 
 
-def test_ctrl_c_is_one_line_and_exit_status_2(tmp_path, capsys, monkeypatch):
+def test_ctrl_c_is_one_line_and_exit_status_130(tmp_path, capsys, monkeypatch):
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
     monkeypatch.setattr(grade, "grade_paths", interrupted)
     path = starter_copy(tmp_path / "copy")
-    assert "interrupted" in one_error_line(capsys, [str(path)])
+    assert grade.main([str(path)]) == 130  # 128 + SIGINT, as for every script; 2 is for a user's mistake
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "interrupted" in err[0] and "nothing was written" in err[0], err
     assert not (path / "grade.json").exists() and not (path / ".grade.json.lock").exists()
+
+
+def test_ctrl_c_after_the_report_is_written_says_it_was_kept(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(grade, "grade_paths", lambda paths, **kwargs: [runner.report(paths[0], {}, "none", [])])
+    monkeypatch.setattr(grade, "format_scorecard", lambda report: (_ for _ in ()).throw(KeyboardInterrupt))
+    path = starter_copy(tmp_path / "copy")
+    assert grade.main([str(path)]) == 130
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"{path / 'grade.json'} was written" in err[0], err
+    assert (path / "grade.json").exists() and not (path / ".grade.json.lock").exists()
 
 
 def test_ctrl_c_while_grading_stops_the_worker_and_removes_its_copies(tmp_path, monkeypatch):
@@ -111,3 +123,25 @@ def test_ctrl_c_while_grading_stops_the_worker_and_removes_its_copies(tmp_path, 
         timer.cancel()
     assert grader.closed and grader.worker is None
     assert not [p for p in tmp_path.iterdir() if p.name.startswith("coursework-grading-")]
+
+
+def test_a_worker_that_starts_while_grading_stops_is_stopped_at_once(tmp_path, monkeypatch):
+    monkeypatch.setattr(runner.tempfile, "tempdir", str(tmp_path))
+    grader = runner.Grader(TIMEOUT, isolate=False)
+    stopped = []
+
+    class Starting:  # Ctrl-C's close() runs in the main thread while this worker's process starts, before it is registered
+        isolation = "none"
+
+        def __init__(self, scratch, isolate):
+            grader.close()
+
+        def handshake(self):  # would wait for the worker to import torch, long after the main thread has exited
+            raise AssertionError("the handshake began after grading was stopped")
+
+        def stop(self):
+            stopped.append(True)
+
+    monkeypatch.setattr(runner, "Worker", Starting)
+    assert grader._check(runner.IDS[0], tmp_path, runner.Draw(1)) == (False, "not run: grading was stopped")
+    assert stopped and grader.worker is None

@@ -1,8 +1,10 @@
 """Hostile but realistic inputs end in one line (a UserError, exit status 2), never a traceback, hang or silent load."""
 
+import ast
 import json
 import os
 import random
+import sys
 from pathlib import Path
 
 import pytest
@@ -183,3 +185,35 @@ def test_experiments_out_that_cannot_be_a_directory_is_one_line(tmp_path, monkey
     from conftest import assert_one_line_error, run_main
     status, _, err = run_main("experiments", ["seeds", "--out", make_out(tmp_path)], monkeypatch, capsys)
     assert_one_line_error(status, err, "--out")
+
+
+SCRIPTS = ["train_pretrain.py", "train_finetune.py", "compare.py", "generate.py", "compare_adapters.py", "experiments.py",
+           "peft_convert.py", "finetune_hf.py", "worked_example.py", "draw_lora_figure.py", "coursework/grade.py",
+           "coursework/handout.py", "data/make_corpora.py"]
+
+
+def _top_level_statements(tree):
+    """The module's statements in order, those of an `if __name__ == "__main__":` block included where it stands."""
+    for node in tree.body:
+        yield node
+        if isinstance(node, ast.If):
+            yield from node.body
+
+
+def _installs_sigint_handler(node) -> bool:
+    return (isinstance(node, ast.Expr) and isinstance(node.value, ast.Call) and ast.unparse(node.value.func) == "signal.signal"
+            and ast.unparse(node.value.args[0]) == "signal.SIGINT")
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_ctrl_c_during_start_up_is_handled_before_the_first_heavy_import(script):
+    # A KeyboardInterrupt inside torch's or numpy's imports is a long traceback, or is swallowed (the run goes on to
+    # exit 0), or leaves numpy half-made ("module 'numpy' has no attribute 'minimum'"): a quiet handler must come first.
+    tree = ast.parse((Path(__file__).resolve().parent.parent / script).read_text(encoding="utf-8"))
+    order = list(_top_level_statements(tree))
+    handler = next((i for i, node in enumerate(order) if _installs_sigint_handler(node)), len(order))
+    heavy = next((i for i, node in enumerate(order) if isinstance(node, (ast.Import, ast.ImportFrom))
+                  and any(name.split(".")[0] not in sys.stdlib_module_names
+                          for name in ([alias.name for alias in node.names] if isinstance(node, ast.Import) else [node.module or ""]))),
+                 len(order))
+    assert handler < heavy or heavy == len(order), f"{script}: the start-up SIGINT handler comes after its first non-standard import"

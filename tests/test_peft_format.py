@@ -47,6 +47,31 @@ def test_converting_a_missing_directory_is_one_line(exported, monkeypatch, capsy
     assert_one_line_error(status, err, "does not exist")
 
 
+@pytest.mark.parametrize("direction, source", [("to-peft", "cooking"), ("from-peft", "peft")])
+def test_a_destination_under_proc_is_one_line(exported, monkeypatch, capsys, direction, source):
+    status, _, err = run_main("peft_convert", [direction, exported / source, "/proc/x", "--pretrained", exported / "base"],
+                              monkeypatch, capsys)
+    assert_one_line_error(status, err, "/proc/", "choose another")
+
+
+@pytest.mark.parametrize("direction, source", [("to-peft", "cooking"), ("from-peft", "peft")])
+def test_a_second_conversion_into_the_same_destination_is_refused(exported, monkeypatch, capsys, direction, source):
+    from minigpt.plumbing.output_lock import output_lock
+
+    with output_lock(exported / "out"):  # what a conversion in progress holds
+        status, _, err = run_main("peft_convert", [direction, exported / source, exported / "out", "--pretrained",
+                                                   exported / "base"], monkeypatch, capsys)
+    assert_one_line_error(status, err, "another run")
+    assert not (exported / "out").exists()
+
+
+def test_writing_a_directory_where_no_entry_can_be_made_is_a_user_error(tmp_path):
+    from minigpt.plumbing.atomic_writes import write_directory_atomically
+
+    with pytest.raises(UserError, match="cannot write in /proc"):  # /proc passes the access check, then refuses mkdir
+        write_directory_atomically("/proc/x", lambda directory: None)
+
+
 def test_peft_loads_the_export_and_matches_the_adapter(exported):
     peft = pytest.importorskip("peft")
     safetensors_file = exported / "peft_st"

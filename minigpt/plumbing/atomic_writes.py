@@ -128,7 +128,10 @@ def write_directory_atomically(path: str | Path, write_files: Callable[[Path], N
     ensure_writable_dir(path.parent)
     recover_directory(path)
     tmp = _temporary_sibling(path, "tmp")
-    tmp.mkdir()
+    try:  # the writable-looking parent may still refuse a new entry: /proc answers "no such file or directory"
+        tmp.mkdir()
+    except OSError as error:
+        raise UserError(f"cannot write in {path.parent} ({error.strerror}); choose another --out") from None
     try:
         with saving_errors(path):
             _test_pause("before-write", path)
