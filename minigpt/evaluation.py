@@ -75,16 +75,25 @@ def check_probe_answers(probes: list[dict], tokenizer: WordTokenizer, source: st
 
 @torch.no_grad()
 def probe_accuracy(model, tokenizer: WordTokenizer, probes: list[dict], device) -> tuple[float, list[dict]]:
-    """Share of probes whose greedy next word is the answer, and each probe's prediction."""
+    """Share of probes whose greedy next word is the answer, and each probe's prediction.
+
+    Prompts of the same length run as one batch, several times faster than one forward pass per probe.
+    No padding is needed, and every row is computed on its own (causal attention within the row, layer norm
+    per position), so each prediction is the one its prompt alone gives (tests/test_evaluation_probes.py
+    checks this against one pass per probe).
+    """
     model.eval()
-    results = []
-    for probe in probes:
-        # <eot> first: the prompt is read as the start of a fresh document.
-        ids = [tokenizer.eot_id] + tokenizer.encode(probe["prompt"])
-        ids = ids[-model.text_positions() :]
-        logits, _ = model(torch.tensor([ids], device=device))
-        predicted = tokenizer.id_to_token[logits[0, -1].argmax().item()]
-        results.append({**probe, "predicted": predicted, "correct": predicted == probe["answer"]})
+    # <eot> first: the prompt is read as the start of a fresh document.
+    encoded = [([tokenizer.eot_id] + tokenizer.encode(probe["prompt"]))[-model.text_positions() :] for probe in probes]
+    same_length: dict[int, list[int]] = {}
+    for index, ids in enumerate(encoded):
+        same_length.setdefault(len(ids), []).append(index)
+    predicted = [""] * len(probes)
+    for indices in same_length.values():
+        logits, _ = model(torch.tensor([encoded[i] for i in indices], device=device))
+        for i, token in zip(indices, logits[:, -1].argmax(dim=-1).tolist()):
+            predicted[i] = tokenizer.id_to_token[token]
+    results = [{**probe, "predicted": word, "correct": word == probe["answer"]} for probe, word in zip(probes, predicted)]
     accuracy = sum(r["correct"] for r in results) / len(results)
     return accuracy, results
 
