@@ -15,6 +15,9 @@ import os
 import signal
 import sys
 
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads: idle OpenMP threads sleep instead of spinning, which
+# keeps 2 threads fast on a busy machine and changes no result (docs/threads.md)
+
 # Ctrl-C while torch is still loading: one line, not a KeyboardInterrupt traceback (run_cli takes over once main starts).
 signal.signal(signal.SIGINT, lambda *_: (print("interrupted during start-up; nothing was written", file=sys.stderr, flush=True),
                                          os._exit(130)))

@@ -82,7 +82,7 @@ def test_only_the_real_model_part_imports_transformers_and_only_inside_functions
 
 
 def test_each_experiment_folder_holds_at_most_eight_modules_and_says_what_it_holds():
-    folders = [REPO / "experiment"] + [p for p in (REPO / "experiment").iterdir() if p.is_dir() and p.name != "__pycache__"]
+    folders = [REPO / "experiment"] + [p for p in (REPO / "experiment").rglob("*") if p.is_dir() and p.name != "__pycache__"]
     for folder in folders:
         modules = [p for p in folder.glob("*.py") if p.name != "__init__.py"]
         assert len(modules) <= 8, f"{folder.name}/ holds {len(modules)} modules"

@@ -30,6 +30,11 @@ def test_the_recorded_corpus_is_used_and_checked(tmp_path):
     corpus.unlink()
     with pytest.raises(UserError, match="no longer exists; pass that corpus with --data"):
         recorded_finetune_corpus(metrics, tmp_path)
+    # compare_adapters.py and generate.py have no --data: the error names their flag, and generate.py, which only
+    # names the adapter after the corpus, does not need it to exist.
+    with pytest.raises(UserError, match="no longer exists; pass that corpus with --domain NAME=CORPUS"):
+        recorded_finetune_corpus(metrics, tmp_path, flag="--domain NAME=CORPUS")
+    assert recorded_finetune_corpus(metrics, tmp_path, check=False) == str(corpus.resolve())
 
 
 def test_overfitting_is_said_only_after_several_evaluations_of_rising_loss():

@@ -31,10 +31,12 @@ from minigpt.plumbing.errors import UserError
 from minigpt.plumbing.reading import read_json_file
 
 
-def recorded_adapters(results, minimum: int = 2) -> dict[str, tuple[Path, str]]:
+def recorded_adapters(results, minimum: int = 2, flag: str = "--domain NAME=CORPUS", check: bool = True) -> dict[str, tuple[Path, str]]:
     """{name: (adapter directory, the corpus it was fine-tuned on)} for lora_adapter/ and every adapters/NAME/ of a
     results folder, from what its metrics files record; named after the corpus (cooking.txt -> cooking) or NAME.
-    Fewer than `minimum` (compare_adapters.py compares two) is a UserError that says how to train another."""
+    Fewer than `minimum` (compare_adapters.py compares two) is a UserError that says how to train another.
+    `flag` and `check` go to recorded_finetune_corpus: how the caller passes a corpus that is gone or changed,
+    and whether that matters (not to generate.py, which only names the adapter after it)."""
     results = Path(results)
     found = {}
     candidates = [(results / "lora_adapter", results / "metrics.json", None)]
@@ -45,7 +47,7 @@ def recorded_adapters(results, minimum: int = 2) -> dict[str, tuple[Path, str]]:
         if not path.is_dir() or not metrics_file.is_file():
             continue
         try:
-            corpus = recorded_finetune_corpus(read_json_file(metrics_file, "metrics file"), results)
+            corpus = recorded_finetune_corpus(read_json_file(metrics_file, "metrics file"), results, flag, check)
         except ValueError as error:
             raise UserError(f"{metrics_file} is corrupted ({error}); run python train_finetune.py again") from None
         name = name or Path(corpus).stem

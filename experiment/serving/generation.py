@@ -225,7 +225,7 @@ def add_recorded_adapters(choice: ModelChoice, results) -> None:
     """With no --adapter or --merged: every adapter the results folder records (lora_adapter/ and adapters/NAME/)
     that was trained on this base, so `python generate.py` alone shows what fine-tuning did. Says what it loaded."""
     results = Path(results)
-    found = recorded_adapters(results, minimum=0) if results.is_dir() else {}
+    found = recorded_adapters(results, minimum=0, flag="--adapter NAME=DIR", check=False) if results.is_dir() else {}
     fits = {name: path for name, (path, _) in found.items()
             if read_adapter_config(path).get("base_model_fingerprint") == choice.server.base_fingerprint}
     for name, path in fits.items():

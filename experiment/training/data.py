@@ -77,23 +77,27 @@ def resolve_data_paths(args, base_path: str | Path) -> None:
             print(note)
 
 
-def recorded_finetune_corpus(metrics: dict, results: Path) -> str:
+def recorded_finetune_corpus(metrics: dict, results: Path, flag: str = "--data", check: bool = True) -> str:
     """The new-domain corpus a results folder was fine-tuned on: metrics.json's data_corpus (path and SHA-256),
-    or for results written before it was recorded, the --data they were run with; a UserError naming --data."""
+    or for results written before it was recorded, the --data they were run with. A corpus that is gone or
+    changed is a UserError naming `flag`, the caller's way to pass it; with check=False (only its name is
+    needed, as generate.py names adapters after it) the recorded path is returned as it is."""
     recorded = metrics.get("data_corpus")
     if isinstance(recorded, dict) and isinstance(recorded.get("path"), str):
         path = Path(recorded["path"])
+        if not check:
+            return str(path)
         if not path.is_file():
-            raise UserError(f"{results} was fine-tuned on {path}, which no longer exists; pass that corpus with --data")
+            raise UserError(f"{results} was fine-tuned on {path}, which no longer exists; pass that corpus with {flag}")
         if file_sha256(path) != recorded.get("sha256"):
             raise UserError(f"{path} has changed since {results} was fine-tuned on it (SHA-256 differs); "
-                            "pass the original corpus with --data")
+                            f"pass the original corpus with {flag}")
         return str(path)
     settings = metrics.get("settings")
     data = settings.get("data") if isinstance(settings, dict) else None
-    if isinstance(data, str) and Path(data).is_file():
+    if isinstance(data, str) and (not check or Path(data).is_file()):
         return data
-    raise UserError(f"{results}/metrics.json does not record a corpus that exists here; pass the fine-tuning corpus with --data")
+    raise UserError(f"{results}/metrics.json does not record a corpus that exists here; pass the fine-tuning corpus with {flag}")
 
 
 class EvaluationSuite:

@@ -101,4 +101,5 @@ def add_common_flags(parser: argparse.ArgumentParser, seed: int, threads: int | 
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar (for logs and tests)")
     chosen = "" if threads is not None else f" (default: torch's choice, {torch.get_num_threads()} here)"
     parser.add_argument("--threads", type=whole_number_up_to(MAX_THREADS, "more threads than cores only adds waiting"), default=threads,
-                        help=f"CPU threads for torch{chosen}; use 1 on a machine shared with other busy processes")
+                        help=f"CPU threads for torch{chosen}; idle threads sleep (OMP_WAIT_POLICY=PASSIVE), so the default "
+                        "holds up on a busy machine (docs/threads.md)")
