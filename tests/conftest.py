@@ -11,6 +11,7 @@ import fcntl
 import io
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -49,11 +50,13 @@ def run_main(script: str, args: list[str], monkeypatch, capsys) -> tuple[int, st
 
     module = __import__(script)
     monkeypatch.setattr(sys, "argv", [f"{script}.py", *map(str, args)])
-    status = 0
+    status, sigint = 0, signal.getsignal(signal.SIGINT)
     try:
         run_cli(module.main, USER_ERRORS)
     except SystemExit as exit_:
         status = exit_.code if isinstance(exit_.code, int) else 1
+    finally:
+        signal.signal(signal.SIGINT, sigint)  # run_cli ignores Ctrl-C once main() ends; this process goes on
     out = capsys.readouterr()
     return status, out.out, out.err
 
@@ -78,7 +81,7 @@ def run_in_process(script: str, args: list[str], cwd: Path) -> tuple[int, str, s
     from minigpt.plumbing.errors import run_cli
 
     module = __import__(script)
-    saved_argv, saved_cwd = sys.argv, os.getcwd()
+    saved_argv, saved_cwd, sigint = sys.argv, os.getcwd(), signal.getsignal(signal.SIGINT)
     out, err = io.StringIO(), io.StringIO()
     status = 0
     try:
@@ -91,6 +94,7 @@ def run_in_process(script: str, args: list[str], cwd: Path) -> tuple[int, str, s
     finally:
         sys.argv = saved_argv
         os.chdir(saved_cwd)
+        signal.signal(signal.SIGINT, sigint)  # run_cli ignores Ctrl-C once main() ends; this process goes on
     return status, out.getvalue(), err.getvalue()
 
 

@@ -217,3 +217,24 @@ def test_ctrl_c_during_start_up_is_handled_before_the_first_heavy_import(script)
                           for name in ([alias.name for alias in node.names] if isinstance(node, ast.Import) else [node.module or ""]))),
                  len(order))
     assert handler < heavy or heavy == len(order), f"{script}: the start-up SIGINT handler comes after its first non-standard import"
+
+
+def test_ctrl_c_once_main_has_ended_is_ignored_so_teardown_cannot_kill_a_finished_run():
+    import signal
+
+    from minigpt.plumbing.errors import run_cli
+
+    def mistake():
+        raise UserError("a mistake")
+
+    previous = signal.getsignal(signal.SIGINT)
+    try:
+        for main in (lambda: None, mistake):
+            signal.signal(signal.SIGINT, previous)
+            try:
+                run_cli(main)
+            except SystemExit as exit_:
+                assert exit_.code == 2
+            assert signal.getsignal(signal.SIGINT) == signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGINT, previous)

@@ -17,8 +17,19 @@ class UserError(Exception):
 
 
 def run_cli(main: Callable[[], None], user_errors: tuple[type[BaseException], ...] = ()) -> None:
-    """Run a script's main(); a UserError (or one of `user_errors`) becomes one line on stderr and exit 2."""
+    """Run a script's main(); a UserError (or one of `user_errors`) becomes one line on stderr and exit 2.
+
+    Once main() has ended, its outcome is decided and written, so Ctrl-C is ignored from then on: one pressed
+    while the interpreter shuts down would otherwise kill a finished run by the signal (status -2, no message).
+    """
     signal.signal(signal.SIGINT, signal.default_int_handler)  # the scripts' quiet start-up handler hands over to this one
+    try:
+        _run(main, user_errors)
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _run(main: Callable[[], None], user_errors: tuple[type[BaseException], ...]) -> None:
     try:
         main()
     except (UserError, *user_errors) as error:
