@@ -31,7 +31,7 @@ from experiment.training.methods import USER_ERRORS
 from minigpt.plumbing.atomic_writes import ensure_writable_dir
 from minigpt.device import choose_device
 from minigpt.plumbing.errors import UserError, run_cli
-from minigpt.plumbing.flags import ArgumentParser, add_common_flags, positive_int, whole_number_up_to
+from minigpt.plumbing.flags import ArgumentParser, add_common_flags, apply_threads, positive_int, whole_number_up_to
 
 RESULTS = "dist/finetuning_results"
 
@@ -65,6 +65,7 @@ def parse_domain(text: str) -> tuple[str, tuple[str, str]]:
 
 def main() -> None:
     args = parse_args()
+    apply_threads(args.threads)
     start = time.perf_counter()
     recorded = recorded_adapters(args.results) if args.adapter is None or args.domain is None else {}
     args.adapter_paths = ([parse_named_path(text, "--adapter") for text in args.adapter] if args.adapter is not None

@@ -58,8 +58,8 @@ def parse_args():
     parser.add_argument("--merged", action="append", default=[], metavar="NAME=DIR", help="a (merged) model directory to load under NAME (repeatable)")
     parser.add_argument("--mix", action="append", default=[], metavar="NAME=W,NAME=W", help="also show this weighted mix of adapters (repeatable)")
     parser.add_argument("--prompt", nargs="+", default=None, help="one or more prompts, each in quotes (default: "
-                        f"{', '.join(repr(p) for p in PROMPTS)}, or when the loaded models lack a word of them, the opening "
-                        "words of the validation text of the corpus the base was pretrained on)")
+                        f"{', '.join(repr(p) for p in PROMPTS)}, or when the base and the loaded adapters lack a word of them, the "
+                        "opening words of the validation text of the corpus the base was pretrained on)")
     parser.add_argument("--max-new-tokens", type=whole_number_up_to(MAX_NEW_TOKENS, "a bound on the work asked for"), default=20, help="tokens generated per prompt (stops early at end of text)")
     parser.add_argument("--temperature", type=non_negative_float, default=0.0, help="0 is greedy decoding; above 0 samples")
     parser.add_argument("--top-k", type=positive_int, default=None, help="sample only from the k most likely tokens (default: all)")

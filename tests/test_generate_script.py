@@ -6,6 +6,7 @@ import shutil
 import sys
 
 import pytest
+import torch
 
 from conftest import DATA, FINETUNE_DATA_FLAGS, TINY_FLAGS, assert_one_line_error, run_main
 
@@ -102,9 +103,14 @@ def test_an_adapter_for_another_base_is_refused_in_one_line(two_adapters, tmp_pa
 
 
 def test_generate_with_no_adapter_flag_serves_every_adapter_the_results_record(two_adapters, monkeypatch, capsys):
-    status, out, err = run_main("generate", ["--pretrained", two_adapters["pretrained"], "--results", two_adapters["results"],
-                                             "--prompt", "risotto is made with", "--max-new-tokens", "3"], monkeypatch, capsys)
+    try:
+        status, out, err = run_main("generate", ["--pretrained", two_adapters["pretrained"], "--results", two_adapters["results"],
+                                                 "--prompt", "risotto is made with", "--max-new-tokens", "3", "--threads", "2"],
+                                    monkeypatch, capsys)
+    finally:
+        threads_used, _ = torch.get_num_threads(), torch.set_num_threads(1)  # the suite runs on one thread
     assert status == 0, err
+    assert threads_used == 2
     assert f"adapters recorded in {two_adapters['results']}: cooking" in out
     assert [line.split()[0] for line in out.splitlines() if line.startswith("  ")] == ["base", "cooking", "sport"]
 
@@ -133,10 +139,14 @@ def test_compare_adapters_writes_the_table_and_timings(two_adapters, monkeypatch
 
 def test_compare_adapters_defaults_to_the_adapters_and_corpora_the_results_record(two_adapters, monkeypatch, capsys):
     results = two_adapters["results"]
-    status, out, err = run_main("compare_adapters", ["--pretrained", two_adapters["pretrained"], "--results", results,
-                                                     "--repeats", "1"], monkeypatch, capsys)
+    try:
+        status, out, err = run_main("compare_adapters", ["--pretrained", two_adapters["pretrained"], "--results", results,
+                                                         "--repeats", "1", "--threads", "2"], monkeypatch, capsys)
+    finally:
+        threads_used, _ = torch.get_num_threads(), torch.set_num_threads(1)  # the suite runs on one thread
     assert status == 0, err
     result = json.loads((results / "adapters_comparison.json").read_text())
+    assert threads_used == result["torch_threads"] == 2  # --threads is applied, and recorded as applied
     assert list(result["table"]) == ["base", "cooking", "sport", "mix cooking=0.5,sport=0.5",  # cooking: lora_adapter's corpus
                                      "cooking=0.5 alone", "sport=0.5 alone"]
     assert set(result["table"]["base"]) == {"pretraining", "cooking", "sport"}

@@ -29,6 +29,7 @@ from minigpt.data import read_corpus, split_documents, split_train_val
 from minigpt.evaluation import prompts_for
 from minigpt.device import choose_device
 from minigpt.plumbing.errors import UserError
+from minigpt.plumbing.flags import apply_threads
 from minigpt.tokenizer import split_words
 
 COMMANDS = ":use NAME | :none | :mix NAME=WEIGHT,NAME=WEIGHT | :list | :help | :quit"
@@ -242,6 +243,7 @@ def add_recorded_adapters(choice: ModelChoice, results) -> None:
 
 
 def run_generation(args, default_prompts: list[str] = ()) -> None:
+    apply_threads(args.threads)
     adapters = [parse_named_path(text, "--adapter") for text in args.adapter]
     merged = [parse_named_path(text, "--merged") for text in args.merged]
     mixes = [text.strip() for text in args.mix]
