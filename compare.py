@@ -29,7 +29,7 @@ from experiment.training.data import add_finetune_data_flags
 from experiment.training.methods import USER_ERRORS
 from experiment.comparison.report import print_table
 from minigpt.plumbing.errors import run_cli
-from minigpt.plumbing.flags import ArgumentParser, add_common_flags, positive_int, whole_number_up_to
+from minigpt.plumbing.flags import ArgumentParser, add_common_flags, whole_number_up_to
 from minigpt.plumbing.output_lock import output_lock
 
 MAX_LATENCY_TOKENS, MAX_LATENCY_REPEATS = 4096, 1000

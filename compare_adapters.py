@@ -31,7 +31,7 @@ from experiment.training.methods import USER_ERRORS
 from minigpt.plumbing.atomic_writes import ensure_writable_dir
 from minigpt.device import choose_device
 from minigpt.plumbing.errors import UserError, run_cli
-from minigpt.plumbing.flags import ArgumentParser, add_common_flags, apply_threads, positive_int, whole_number_up_to
+from minigpt.plumbing.flags import ArgumentParser, add_common_flags, apply_threads, whole_number_up_to
 
 RESULTS = "dist/finetuning_results"
 

@@ -9,7 +9,6 @@
   probes whose greedy next token is that word, so "did it learn?" is a number.
 """
 
-import json
 import math
 from pathlib import Path
 

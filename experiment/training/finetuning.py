@@ -26,7 +26,6 @@ from experiment.training.methods import (METHODS, check_train_last_k, grow_vocab
 from experiment.training.new_token_rows import join_new_token_rows
 from experiment.training.other_methods.catalog import OTHER_METHODS, method_config
 from experiment.training.other_methods.preparation import base_tensors_changed, prepare_other_method
-from experiment.training.other_methods.result_directory import RESULT_FILES as OTHER_RESULT_FILES
 from experiment.training.other_methods.result_directory import save_result
 from experiment.training.replay import replay_batch_drawer
 from experiment.plots import plot_loss_curves, plot_parameter_counts
