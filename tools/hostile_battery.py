@@ -759,11 +759,7 @@ def checkpoints():
     name = "model_pt_flipped_bytes"
     if selected(name):
         d = copytree(base, W / name)
-        b = bytearray((d / "model.pt").read_bytes())
-        mid = len(b) // 2
-        for i in range(mid, mid + 64):
-            b[i] ^= 0xFF
-        (d / "model.pt").write_bytes(bytes(b))
+        flip_bytes(d / "model.pt", middle=True)
         judge(name, run(gen(d)))
         name2 = name + "_finetune"
         if selected(name2):
@@ -771,10 +767,7 @@ def checkpoints():
     name = "model_pt_flipped_header"
     if selected(name):
         d = copytree(base, W / name)
-        b = bytearray((d / "model.pt").read_bytes())
-        for i in range(0, 64):
-            b[i] ^= 0xFF
-        (d / "model.pt").write_bytes(bytes(b))
+        flip_bytes(d / "model.pt", middle=False)
         judge(name, run(gen(d)))
     name = "model_pt_int64"
     if selected(name):
@@ -847,6 +840,15 @@ ONLY: list[str] = []
 
 def selected(name):
     return not ONLY or any(o in name for o in ONLY)
+
+
+def flip_bytes(path: Path, middle: bool, count: int = 64) -> None:
+    """Invert `count` bytes of a file, in its middle or at its start (a damaged checkpoint)."""
+    data = bytearray(path.read_bytes())
+    start = len(data) // 2 if middle else 0
+    for i in range(start, start + count):
+        data[i] ^= 0xFF
+    path.write_bytes(bytes(data))
 
 
 def main():
