@@ -2,18 +2,15 @@
 limit while saving, a diverged run, and a results folder whose pieces come from different runs."""
 
 import json
-import os
-import resource
 import shutil
 import signal
-import subprocess
-import sys
 
 import pytest
 import torch
 
 from conftest import FINETUNE_DATA_FLAGS, REPO, TINY_FLAGS, assert_one_line_error, run_main, tiny_model
 from minigpt.checkpoint import load_model_dir, model_fingerprint, save_model_dir
+from forked_scripts import ForkedScript, ScriptServer
 from minigpt.tokenizer import WordTokenizer
 
 GENESIS = REPO / "tests" / "fixtures" / "genesis_1.txt"
@@ -26,15 +23,20 @@ def save_old_model(path):
     return model_fingerprint(model)
 
 
-def start_paused(script: str, args: list, pause_at: str, **env) -> subprocess.Popen:
-    """Start a real script that stops at `pause_at` (MINIGPT_TEST_PAUSE_AT) and return once it is there."""
-    process = subprocess.Popen([sys.executable, str(REPO / f"{script}.py"), *map(str, args)], cwd=REPO, text=True,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                               env={**os.environ, "MINIGPT_TEST_PAUSE_AT": pause_at, **env})
-    return process
+@pytest.fixture(scope="module")
+def scripts():
+    """Real script processes forked from one that has imported torch (tests/forked_scripts.py)."""
+    server = ScriptServer()
+    yield server
+    server.close()
 
 
-def wait_until_paused(process: subprocess.Popen, pause_at: str) -> None:
+def start_paused(scripts: ScriptServer, script: str, args: list, pause_at: str, **env) -> ForkedScript:
+    """Start a real script that stops at `pause_at` (MINIGPT_TEST_PAUSE_AT); `wait_until_paused` waits for it."""
+    return scripts.start(script, args, env={"MINIGPT_TEST_PAUSE_AT": pause_at, **env})
+
+
+def wait_until_paused(process: ForkedScript, pause_at: str) -> None:
     seen = []
     for line in process.stderr:
         seen.append(line)
@@ -48,19 +50,20 @@ def leftovers(path):
     return sorted(p.name for p in path.parent.iterdir() if p.name.startswith(f".{path.name}."))
 
 
-# (point, portable fallback?, which model the path must hold after the next load)
-# (kept to three: each is a real process importing torch)
-KILL_POINTS = [("written", False, "old"), ("aside", True, "old"), ("swapped", False, "new")]
+# (point, portable fallback?, which model the path must hold after the next load): every pause point of
+# write_directory_atomically, with the one-call exchange (Linux) and with the portable move-aside fallback
+KILL_POINTS = [("before-write", False, "old"), ("written", False, "old"), ("swapped", False, "new"),
+               ("written", True, "old"), ("aside", True, "old"), ("swapped", True, "new")]
 
 
-def test_kill_9_at_every_point_of_the_save_leaves_the_old_or_the_new_model_and_no_temporary(tmp_path):
+def test_kill_9_at_every_point_of_the_save_leaves_the_old_or_the_new_model_and_no_temporary(scripts, tmp_path):
     paths, processes = [], []
-    for index, (point, portable, _) in enumerate(KILL_POINTS):  # all at once: the torch imports overlap
+    for index, (point, portable, _) in enumerate(KILL_POINTS):  # all at once: they train while the others start
         path = tmp_path / f"m{index}"
         old = save_old_model(path)
         env = {"MINIGPT_TEST_PORTABLE_SWAP": "1"} if portable else {}
         paths.append(path)
-        processes.append(start_paused("train_pretrain", [*PRETRAIN_TINY, "--out", path], f"{point}:{path.name}", **env))
+        processes.append(start_paused(scripts, "train_pretrain", [*PRETRAIN_TINY, "--out", path], f"{point}:{path.name}", **env))
     try:
         for (point, portable, expected), path, process in zip(KILL_POINTS, paths, processes):
             wait_until_paused(process, f"{point}:{path.name}")
@@ -88,17 +91,12 @@ def test_the_next_run_removes_temporaries_of_killed_runs(tmp_path, monkeypatch, 
     assert leftovers(path) == []
 
 
-def test_a_save_under_a_file_size_limit_fails_in_one_line_and_keeps_the_old_model(tmp_path):
+def test_a_save_under_a_file_size_limit_fails_in_one_line_and_keeps_the_old_model(scripts, tmp_path):
     path = tmp_path / "model"
     old = save_old_model(path)
-
-    def limit_file_size():
-        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # so a write past the limit fails with EFBIG instead of killing
-        resource.setrlimit(resource.RLIMIT_FSIZE, (20_000, 20_000))
-
-    result = subprocess.run([sys.executable, str(REPO / "train_pretrain.py"), *map(str, PRETRAIN_TINY), "--out", str(path)],
-                            cwd=REPO, capture_output=True, text=True, timeout=120, preexec_fn=limit_file_size)
-    assert_one_line_error(result.returncode, result.stderr, "could not write", str(path), "unchanged")
+    process = scripts.start("train_pretrain", [*PRETRAIN_TINY, "--out", path], file_size_limit=20_000)
+    err = process.communicate()
+    assert_one_line_error(process.returncode, err, "could not write", str(path), "unchanged")
     assert model_fingerprint(load_model_dir(path)[0]) == old
     assert leftovers(path) == []
 
@@ -142,12 +140,13 @@ def run_ids(results):
     return {name: record["run_id"] for name, record in metrics["methods"].items()}, on_disk
 
 
-def test_ctrl_c_while_finetuning_results_are_written_leaves_the_old_complete_set(results_copy, monkeypatch, capsys):
+def test_ctrl_c_while_finetuning_results_are_written_leaves_the_old_complete_set(scripts, results_copy, monkeypatch, capsys):
     pretrained, results = results_copy
     before = run_ids(results)
     pause_at = "before-write:lora_merged"  # the adapter of the new run is written, its merged model not yet
-    process = start_paused("train_finetune", ["--pretrained", pretrained, "--out", results, *FINETUNE_DATA_FLAGS, "--method", "lora",
-                                              "--steps", "2", "--eval-interval", "2", "--batch-size", "4", "--no-progress"], pause_at)
+    process = start_paused(scripts, "train_finetune", ["--pretrained", pretrained, "--out", results, *FINETUNE_DATA_FLAGS,
+                                                       "--method", "lora", "--steps", "2", "--eval-interval", "2",
+                                                       "--batch-size", "4", "--no-progress"], pause_at)
     try:
         wait_until_paused(process, pause_at)
         process.send_signal(signal.SIGINT)

@@ -1,0 +1,168 @@
+"""Real script processes without paying torch's import in each: a server that imports torch once, then forks.
+
+The crash-safety tests need real processes (kill -9, Ctrl-C, a file-size
+limit), eight of them. A fresh Python spends 3-4 seconds of CPU importing
+torch, torch._dynamo (which torch's optimizers load on first use) and
+matplotlib before the script does anything. Here one server process imports
+them once; each script run is a child forked from it,
+which runs `python <script>.py args` from that point on: the script file is
+executed as __main__, with its own pid, standard streams, working directory,
+environment and resource limits, and it ends through the interpreter's normal
+exit (an uncaught exception prints its traceback and exits 1). Only the
+interpreter's start-up and the torch import are shared; the tests of the
+scripts' start-up itself (Ctrl-C handling before torch loads, one-line errors
+from a fresh process) still start a fresh Python.
+
+The server is this file run as a program, speaking JSON over a socket pair;
+the standard-stream descriptors travel with the request (SCM_RIGHTS).
+"""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+MAX_MESSAGE = 1 << 16
+
+
+class ForkedScript:
+    """One script run, with the part of subprocess.Popen's interface the tests use."""
+
+    def __init__(self, server: "ScriptServer", pid: int, stderr):
+        self._server, self.pid, self.stderr, self.returncode = server, pid, stderr, None
+
+    def send_signal(self, signum: int) -> None:
+        if self.returncode is None:
+            os.kill(self.pid, signum)
+
+    def kill(self) -> None:
+        self.send_signal(signal.SIGKILL)
+
+    def poll(self):
+        if self.returncode is None:
+            self.returncode = self._server.ask({"op": "poll", "pid": self.pid})["status"]
+        return self.returncode
+
+    def wait(self, timeout: float = 120):
+        if self.returncode is None:
+            try:
+                self.returncode = self._server.ask({"op": "wait", "pid": self.pid}, timeout=timeout)["status"]
+            except TimeoutError:
+                self.kill()
+                self.returncode = self._server.answer()["status"]
+                raise subprocess.TimeoutExpired(f"pid {self.pid}", timeout) from None
+        return self.returncode
+
+    def communicate(self, timeout: float = 120) -> str:
+        """Everything the script writes to stderr, once it has ended."""
+        err = self.stderr.read()
+        self.wait(timeout)
+        return err
+
+
+class ScriptServer:
+    """The process that has imported torch and forks one child per `start`."""
+
+    def __init__(self):
+        self._socket, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)  # one message per request
+        self._process = subprocess.Popen([sys.executable, __file__, str(theirs.fileno())], pass_fds=[theirs.fileno()],
+                                         cwd=REPO, stdin=subprocess.DEVNULL)
+        theirs.close()
+
+    def start(self, script: str, args: list, env: dict | None = None, file_size_limit: int | None = None) -> ForkedScript:
+        """Run REPO/<script>.py with `args` in a forked child (cwd REPO, stdout discarded, stderr a pipe)."""
+        read_end, write_end = os.pipe()
+        with open(os.devnull, "wb") as devnull:
+            request = {"op": "start", "script": str(REPO / f"{script}.py"), "args": [str(a) for a in args],
+                       "env": env or {}, "file_size_limit": file_size_limit}
+            try:
+                pid = self.ask(request, fds=[devnull.fileno(), write_end])["pid"]
+            finally:
+                os.close(write_end)
+        return ForkedScript(self, pid, open(read_end, encoding="utf-8", errors="replace"))
+
+    def ask(self, request: dict, fds: list[int] = (), timeout: float | None = None) -> dict:
+        socket.send_fds(self._socket, [json.dumps(request).encode()], list(fds))
+        self._socket.settimeout(timeout)
+        try:
+            return self.answer()
+        finally:
+            self._socket.settimeout(None)
+
+    def answer(self) -> dict:
+        message = self._socket.recv(MAX_MESSAGE)
+        if not message:
+            raise RuntimeError("the script server ended; see its output above")
+        return json.loads(message)
+
+    def close(self) -> None:
+        self._socket.close()  # the server reads end-of-file and exits
+        try:
+            self._process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self._process.kill()
+            self._process.wait()
+
+
+def _exit_status(wait_status: int) -> int:
+    return os.waitstatus_to_exitcode(wait_status)  # negative for a signal, as subprocess reports it
+
+
+def _serve(connection: socket.socket) -> dict | None:
+    """Answer requests until the tests close the socket; in a forked child, return that child's start request."""
+    while True:
+        message, fds, _, _ = socket.recv_fds(connection, MAX_MESSAGE, 2)
+        if not message:
+            return None
+        request = json.loads(message)
+        if request["op"] == "start":
+            pid = os.fork()
+            if pid == 0:
+                connection.close()
+                os.dup2(fds[0], 1)
+                os.dup2(fds[1], 2)
+                stdin = os.open(os.devnull, os.O_RDONLY)
+                os.dup2(stdin, 0)
+                for fd in (*fds, stdin):
+                    os.close(fd)
+                return request
+            for fd in fds:
+                os.close(fd)
+            reply = {"pid": pid}
+        elif request["op"] == "wait":
+            reply = {"status": _exit_status(os.waitpid(request["pid"], 0)[1])}
+        else:  # poll
+            pid, wait_status = os.waitpid(request["pid"], os.WNOHANG)
+            reply = {"status": _exit_status(wait_status) if pid else None}
+        connection.sendall(json.dumps(reply).encode())
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as the scripts set it before torch loads
+    import matplotlib
+
+    matplotlib.use("Agg")  # as experiment/plots.py selects it
+    import matplotlib.pyplot  # noqa: F401, E402  (the imports every child then shares)
+    import torch  # noqa: F401, E402
+    import torch._dynamo  # noqa: F401, E402  (loaded by torch's optimizers on first use)
+
+    run = _serve(socket.socket(fileno=int(sys.argv[1])))
+    if run is None:
+        sys.exit(0)
+    # The child: from here on, what `python <script> <args>` does, with this run's settings.
+    import resource
+    import runpy
+
+    os.environ.update(run["env"])
+    os.chdir(REPO)
+    if run["file_size_limit"] is not None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG instead of killing
+        resource.setrlimit(resource.RLIMIT_FSIZE, (run["file_size_limit"], run["file_size_limit"]))
+    sys.argv = [run["script"], *run["args"]]
+    sys.path[0] = str(Path(run["script"]).parent)
+    del run
+    runpy.run_path(sys.argv[0], run_name="__main__")
