@@ -1,17 +1,20 @@
 """Real script processes without paying torch's import in each: a server that imports torch once, then forks.
 
 The crash-safety tests need real processes (kill -9, Ctrl-C, a file-size
-limit), eight of them. A fresh Python spends 3-4 seconds of CPU importing
+limit), seven of them. A fresh Python spends 3-4 seconds of CPU importing
 torch, torch._dynamo (which torch's optimizers load on first use) and
 matplotlib before the script does anything. Here one server process imports
-them once; each script run is a child forked from it,
-which runs `python <script>.py args` from that point on: the script file is
+them once; each script run is a child forked from it, which runs
+`python <script>.py args` from that point on: the script file is
 executed as __main__, with its own pid, standard streams, working directory,
 environment and resource limits, and it ends through the interpreter's normal
 exit (an uncaught exception prints its traceback and exits 1). Only the
-interpreter's start-up and the torch import are shared; the tests of the
-scripts' start-up itself (Ctrl-C handling before torch loads, one-line errors
-from a fresh process) still start a fresh Python.
+interpreter's start-up and the imports above are shared (matplotlib with its
+Agg backend already chosen), and so is the environment as it was when the
+server started: a variable read at start-up or import time (OMP_*, MPLBACKEND,
+PYTHON*) has no effect when passed per run. The tests of the scripts'
+start-up itself (Ctrl-C handling before torch loads, one-line errors from a
+fresh process) still start a fresh Python.
 
 The server is this file run as a program, speaking JSON over a socket pair;
 the standard-stream descriptors travel with the request (SCM_RIGHTS).
@@ -19,10 +22,12 @@ the standard-stream descriptors travel with the request (SCM_RIGHTS).
 
 import json
 import os
+import select
 import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -30,10 +35,12 @@ MAX_MESSAGE = 1 << 16
 
 
 class ForkedScript:
-    """One script run, with the part of subprocess.Popen's interface the tests use."""
+    """One script run: Popen's pid, send_signal, kill, poll and wait, with two differences: wait(timeout)
+    kills the child when the time is up (then raises TimeoutExpired), and stderr is read with read_stderr,
+    which has a time limit too."""
 
-    def __init__(self, server: "ScriptServer", pid: int, stderr):
-        self._server, self.pid, self.stderr, self.returncode = server, pid, stderr, None
+    def __init__(self, server: "ScriptServer", pid: int, stderr_fd: int):
+        self._server, self.pid, self._stderr_fd, self._stderr, self.returncode = server, pid, stderr_fd, "", None
 
     def send_signal(self, signum: int) -> None:
         if self.returncode is None:
@@ -57,9 +64,28 @@ class ForkedScript:
                 raise subprocess.TimeoutExpired(f"pid {self.pid}", timeout) from None
         return self.returncode
 
+    def read_stderr(self, until: str | None = None, timeout: float = 120) -> str:
+        """Everything the script has written to stderr, read until `until` appears (None: until it closes stderr).
+
+        Past `timeout` seconds the script is killed and TimeoutExpired raised, so a hung script cannot hang the tests.
+        """
+        deadline = time.monotonic() + timeout
+        while self._stderr_fd is not None and (until is None or until not in self._stderr):
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([self._stderr_fd], [], [], left)[0]:
+                self.kill()
+                self.wait()
+                raise subprocess.TimeoutExpired(f"pid {self.pid}", timeout, stderr=self._stderr)
+            chunk = os.read(self._stderr_fd, 1 << 16)
+            if not chunk:
+                os.close(self._stderr_fd)
+                self._stderr_fd = None
+            self._stderr += chunk.decode(errors="replace")
+        return self._stderr
+
     def communicate(self, timeout: float = 120) -> str:
-        """Everything the script writes to stderr, once it has ended."""
-        err = self.stderr.read()
+        """All of stderr (not Popen's (stdout, stderr) pair: stdout goes to /dev/null) once the script has ended."""
+        err = self.read_stderr(timeout=timeout)
         self.wait(timeout)
         return err
 
@@ -81,9 +107,12 @@ class ScriptServer:
                        "env": env or {}, "file_size_limit": file_size_limit}
             try:
                 pid = self.ask(request, fds=[devnull.fileno(), write_end])["pid"]
+            except BaseException:
+                os.close(read_end)
+                raise
             finally:
                 os.close(write_end)
-        return ForkedScript(self, pid, open(read_end, encoding="utf-8", errors="replace"))
+        return ForkedScript(self, pid, read_end)
 
     def ask(self, request: dict, fds: list[int] = (), timeout: float | None = None) -> dict:
         socket.send_fds(self._socket, [json.dumps(request).encode()], list(fds))
@@ -96,7 +125,7 @@ class ScriptServer:
     def answer(self) -> dict:
         message = self._socket.recv(MAX_MESSAGE)
         if not message:
-            raise RuntimeError("the script server ended; see its output above")
+            raise RuntimeError("the script server ended; its error is in this worker's captured stderr")
         return json.loads(message)
 
     def close(self) -> None:
@@ -163,6 +192,7 @@ if __name__ == "__main__":
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG instead of killing
         resource.setrlimit(resource.RLIMIT_FSIZE, (run["file_size_limit"], run["file_size_limit"]))
     sys.argv = [run["script"], *run["args"]]
-    sys.path[0] = str(Path(run["script"]).parent)
+    if not sys.flags.safe_path:  # as `python <script>` puts the script's folder first (not under -P)
+        sys.path[0] = str(Path(run["script"]).parent)
     del run
     runpy.run_path(sys.argv[0], run_name="__main__")
