@@ -17,7 +17,7 @@ start-up itself (Ctrl-C handling before torch loads, one-line errors from a
 fresh process) still start a fresh Python.
 
 The server is this file run as a program, speaking JSON over a socket pair;
-the standard-stream descriptors travel with the request (SCM_RIGHTS).
+the stderr pipe's descriptor travels with the request (SCM_RIGHTS).
 """
 
 import json
@@ -102,16 +102,15 @@ class ScriptServer:
     def start(self, script: str, args: list, env: dict | None = None, file_size_limit: int | None = None) -> ForkedScript:
         """Run REPO/<script>.py with `args` in a forked child (cwd REPO, stdout discarded, stderr a pipe)."""
         read_end, write_end = os.pipe()
-        with open(os.devnull, "wb") as devnull:
-            request = {"op": "start", "script": str(REPO / f"{script}.py"), "args": [str(a) for a in args],
-                       "env": env or {}, "file_size_limit": file_size_limit}
-            try:
-                pid = self.ask(request, fds=[devnull.fileno(), write_end])["pid"]
-            except BaseException:
-                os.close(read_end)
-                raise
-            finally:
-                os.close(write_end)
+        request = {"op": "start", "script": str(REPO / f"{script}.py"), "args": [str(a) for a in args],
+                   "env": env or {}, "file_size_limit": file_size_limit}
+        try:
+            pid = self.ask(request, fds=[write_end])["pid"]
+        except BaseException:
+            os.close(read_end)
+            raise
+        finally:
+            os.close(write_end)
         return ForkedScript(self, pid, read_end)
 
     def ask(self, request: dict, fds: list[int] = (), timeout: float | None = None) -> dict:
@@ -137,14 +136,10 @@ class ScriptServer:
             self._process.wait()
 
 
-def _exit_status(wait_status: int) -> int:
-    return os.waitstatus_to_exitcode(wait_status)  # negative for a signal, as subprocess reports it
-
-
 def _serve(connection: socket.socket) -> dict | None:
     """Answer requests until the tests close the socket; in a forked child, return that child's start request."""
     while True:
-        message, fds, _, _ = socket.recv_fds(connection, MAX_MESSAGE, 2)
+        message, fds, _, _ = socket.recv_fds(connection, MAX_MESSAGE, 1)
         if not message:
             return None
         request = json.loads(message)
@@ -152,21 +147,20 @@ def _serve(connection: socket.socket) -> dict | None:
             pid = os.fork()
             if pid == 0:
                 connection.close()
-                os.dup2(fds[0], 1)
-                os.dup2(fds[1], 2)
-                stdin = os.open(os.devnull, os.O_RDONLY)
-                os.dup2(stdin, 0)
-                for fd in (*fds, stdin):
-                    os.close(fd)
+                null = os.open(os.devnull, os.O_RDWR)
+                for fd, target in ((null, 0), (null, 1), (fds[0], 2)):  # stdin and stdout: /dev/null; stderr: the pipe
+                    os.dup2(fd, target)
+                os.close(null)
+                os.close(fds[0])
                 return request
             for fd in fds:
                 os.close(fd)
             reply = {"pid": pid}
         elif request["op"] == "wait":
-            reply = {"status": _exit_status(os.waitpid(request["pid"], 0)[1])}
+            reply = {"status": os.waitstatus_to_exitcode(os.waitpid(request["pid"], 0)[1])}  # negative: a signal
         else:  # poll
             pid, wait_status = os.waitpid(request["pid"], os.WNOHANG)
-            reply = {"status": _exit_status(wait_status) if pid else None}
+            reply = {"status": os.waitstatus_to_exitcode(wait_status) if pid else None}
         connection.sendall(json.dumps(reply).encode())
 
 
