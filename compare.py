@@ -28,7 +28,7 @@ from experiment.comparison.side_by_side import DEFAULT_PROMPTS, run_comparison
 from experiment.training.data import add_finetune_data_flags
 from experiment.training.methods import USER_ERRORS
 from experiment.comparison.report import print_table
-from minigpt.plumbing.errors import run_cli
+from minigpt.plumbing.errors import output_argument, run_cli
 from minigpt.plumbing.flags import ArgumentParser, add_common_flags, whole_number_up_to
 from minigpt.plumbing.output_lock import output_lock
 
@@ -52,7 +52,8 @@ def parse_args():
 def main() -> None:
     args = parse_args()
     start = time.perf_counter()
-    with output_lock(args.results):  # it writes into the results folder: not while train_finetune.py swaps it
+    # it writes into the results folder (not while train_finetune.py swaps it), so write errors name --results
+    with output_argument("--results"), output_lock(args.results):
         comparison = run_comparison(args)
     print_table(comparison)
     print(f"\nwrote {Path(args.results)}/comparison.md, comparison.json and 5 plots in {time.perf_counter() - start:.1f} s")

@@ -19,7 +19,7 @@ signal.signal(signal.SIGINT, lambda *_: (print("interrupted during start-up; not
 
 from experiment.training.methods import USER_ERRORS  # noqa: E402
 from experiment.serving.peft_format import export_peft, have_safetensors, import_peft  # noqa: E402
-from minigpt.plumbing.errors import run_cli  # noqa: E402
+from minigpt.plumbing.errors import output_argument, run_cli  # noqa: E402
 from minigpt.plumbing.flags import ArgumentParser  # noqa: E402
 from minigpt.plumbing.output_lock import output_lock  # noqa: E402
 
@@ -38,7 +38,7 @@ def main() -> None:
     args = parse_args()
     # like every writer: a second run on the same destination is refused, and an output where no lock file can be
     # made (/proc, a missing or read-only parent) is one line that says to choose another, before any work
-    with output_lock(args.destination):
+    with output_argument("destination"), output_lock(args.destination):  # its output is no --out: errors say so
         convert(args)
 
 

@@ -1,5 +1,7 @@
 import json
 
+import pytest
+
 from conftest import FINETUNE_DATA_FLAGS, assert_one_line_error, run_main
 
 PLOTS = ["parameter_counts.png", "loss_curves.png", "forgetting_vs_learning.png", "storage.png", "inference_latency.png"]
@@ -91,3 +93,13 @@ def test_a_tampered_variants_section_or_a_variant_from_another_run_is_one_line(p
     run_file.write_text(json.dumps({**json.loads(run_file.read_text()), "run_id": "another-run"}))
     status, _, err = run_main("compare", ["--pretrained", pipeline["pretrained"], "--results", copy], monkeypatch, capsys)
     assert_one_line_error(status, err, "mix runs", "variants/dora/adapter/", "--method variants")
+
+
+def test_a_results_folder_it_cannot_write_names_results_not_out(tmp_path, monkeypatch, capsys):
+    from minigpt.plumbing.atomic_writes import atomic_write_text
+    from minigpt.plumbing.errors import UserError
+
+    status, _, err = run_main("compare", ["--results", "/proc/x"], monkeypatch, capsys)
+    assert_one_line_error(status, err, "/proc", "choose another --results")  # compare.py has no --out
+    with pytest.raises(UserError, match="choose another --out"):  # the next writer in this process: the default again
+        atomic_write_text("/proc/x/notes.txt", "")

@@ -51,7 +51,7 @@ def test_converting_a_missing_directory_is_one_line(exported, monkeypatch, capsy
 def test_a_destination_under_proc_is_one_line(exported, monkeypatch, capsys, direction, source):
     status, _, err = run_main("peft_convert", [direction, exported / source, "/proc/x", "--pretrained", exported / "base"],
                               monkeypatch, capsys)
-    assert_one_line_error(status, err, "/proc/", "choose another")
+    assert_one_line_error(status, err, "/proc/", "choose another destination")  # its positional argument, not a --out it lacks
 
 
 @pytest.mark.parametrize("direction, source", [("to-peft", "cooking"), ("from-peft", "peft")])

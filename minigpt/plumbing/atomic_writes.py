@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 from minigpt.plumbing.crash_recovery import _temporary_sibling, recover_directory, remove_stale_temporaries
-from minigpt.plumbing.errors import UserError
+from minigpt.plumbing.errors import UserError, another_output
 
 
 def new_run_id() -> str:
@@ -38,9 +38,9 @@ def ensure_writable_dir(path: str | Path) -> Path:
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as error:
-        raise UserError(f"cannot create output directory {path} ({error.strerror}); choose another --out") from None
+        raise UserError(f"cannot create output directory {path} ({error.strerror}); {another_output()}") from None
     if not os.access(path, os.W_OK | os.X_OK):
-        raise UserError(f"output directory {path} is not writable; choose another --out or fix its permissions")
+        raise UserError(f"output directory {path} is not writable; {another_output()} or fix its permissions")
     return path
 
 
@@ -57,7 +57,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     try:
         os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
     except OSError as error:
-        raise UserError(f"cannot write in {path.parent} ({error.strerror}); choose another --out") from None
+        raise UserError(f"cannot write in {path.parent} ({error.strerror}); {another_output()}") from None
     try:
         with saving_errors(path):
             yield tmp
@@ -88,7 +88,7 @@ def refuse_foreign_directory(path: str | Path, allowed: set[str], inside: dict[s
     path = Path(path)
     recover_directory(path)  # a save killed earlier is finished first, so the check sees what is really there
     if path.exists() and not path.is_dir():
-        raise UserError(f"{path} exists and is not a directory; choose another --out")
+        raise UserError(f"{path} exists and is not a directory; {another_output()}")
     if path.is_dir():
         remove_stale_temporaries(path)  # the project's own leftovers of killed runs are not the user's files
         for name in inside or {}:
@@ -101,7 +101,7 @@ def refuse_foreign_directory(path: str | Path, allowed: set[str], inside: dict[s
         if foreign:
             raise UserError(
                 f"{path} already holds files this script does not write ({', '.join(foreign[:3])}"
-                f"{', ...' if len(foreign) > 3 else ''}); replacing it would delete them, so choose another --out"
+                f"{', ...' if len(foreign) > 3 else ''}); replacing it would delete them, so {another_output()}"
             )
 
 
@@ -131,7 +131,7 @@ def write_directory_atomically(path: str | Path, write_files: Callable[[Path], N
     try:  # the writable-looking parent may still refuse a new entry: /proc answers "no such file or directory"
         tmp.mkdir()
     except OSError as error:
-        raise UserError(f"cannot write in {path.parent} ({error.strerror}); choose another --out") from None
+        raise UserError(f"cannot write in {path.parent} ({error.strerror}); {another_output()}") from None
     try:
         with saving_errors(path):
             _test_pause("before-write", path)
@@ -157,7 +157,7 @@ class WriteError(UserError):
     def __init__(self, path: Path, reason: str):
         self.path, self.reason = path, reason
         super().__init__(f"could not write {path} ({reason}); the previous {path.name} is unchanged; "
-                         "free some disk space or choose another --out")
+                         f"free some disk space or {another_output()}")
 
 
 @contextmanager
@@ -200,7 +200,7 @@ def staged_files(directory: str | Path) -> Iterator[Path]:
         _fsync_directory(directory)
     except WriteError as error:
         raise UserError(f"could not write {directory / error.path.name} ({error.reason}); nothing in {directory} was "
-                        "changed; free some disk space or choose another --out") from None
+                        f"changed; free some disk space or {another_output()}") from None
     finally:
         shutil.rmtree(staging, ignore_errors=True)
 

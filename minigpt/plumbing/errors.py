@@ -4,9 +4,11 @@ Every script runs its main() through run_cli, so a mistake the user can fix ends
 one line that names the fix, never a traceback. Nothing here is about GPTs or LoRA.
 """
 
+import contextlib
+import contextvars
 import signal
 import sys
-from typing import Callable
+from typing import Callable, Iterator
 
 
 EXIT_USER_ERROR = 2
@@ -14,6 +16,27 @@ EXIT_USER_ERROR = 2
 
 class UserError(Exception):
     """A problem the user can fix; the message says what and how."""
+
+
+# The argument through which a script's user chooses where it writes. The write errors of the plumbing
+# ("cannot write in ...; choose another --out") name it, so a script whose output is not --out says so.
+_OUTPUT_ARGUMENT = contextvars.ContextVar("output_argument", default="--out")
+
+
+@contextlib.contextmanager
+def output_argument(name: str) -> Iterator[None]:
+    """Within it, write errors tell the user to choose another `name` (peft_convert.py's positional
+    destination, compare.py's --results) instead of --out."""
+    token = _OUTPUT_ARGUMENT.set(name)
+    try:
+        yield
+    finally:
+        _OUTPUT_ARGUMENT.reset(token)
+
+
+def another_output() -> str:
+    """'choose another --out', or the argument output_argument() named."""
+    return f"choose another {_OUTPUT_ARGUMENT.get()}"
 
 
 def run_cli(main: Callable[[], None], user_errors: tuple[type[BaseException], ...] = ()) -> None:

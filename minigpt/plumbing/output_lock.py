@@ -14,7 +14,7 @@ from typing import Iterator
 
 from minigpt.plumbing.atomic_writes import ensure_writable_dir
 from minigpt.plumbing.crash_recovery import _pid_alive, _read_lock
-from minigpt.plumbing.errors import UserError
+from minigpt.plumbing.errors import UserError, another_output
 
 
 @contextmanager
@@ -39,17 +39,17 @@ def output_lock(path: str | Path) -> Iterator[None]:
                 continue
             who = (f"pid {other.get('pid')} on {other.get('host')}, started {other.get('started')}" if other
                    else "a run whose lock file is unreadable")
-            raise UserError(f"{path} is being written by another run ({who}); wait for it to finish or choose another --out "
+            raise UserError(f"{path} is being written by another run ({who}); wait for it to finish or {another_output()} "
                             f"(if that run is gone, delete {lock})") from None
         except OSError as error:
-            raise UserError(f"cannot create the lock file {lock} ({error.strerror}); choose another --out") from None
+            raise UserError(f"cannot create the lock file {lock} ({error.strerror}); {another_output()}") from None
         try:
             with os.fdopen(fd, "w", encoding="utf-8") as file:
                 file.write(json.dumps(holder) + "\n")
         except OSError as error:  # a full disk: the file was created, its few bytes could not be written
             lock.unlink(missing_ok=True)
             raise UserError(f"cannot write the lock file {lock} ({error.strerror}); free some disk space "
-                            "or choose another --out") from None
+                            f"or {another_output()}") from None
         break
     else:
         raise UserError(f"could not take the lock {lock}; another run keeps taking it; try again")
