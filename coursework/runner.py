@@ -20,6 +20,7 @@ this request, a known status, JSON of the expected shape) and judged
   namespace, so student code can neither see nor signal this process.
 """
 
+import contextlib
 import hashlib
 import json
 import os
@@ -33,6 +34,7 @@ import sys
 import tempfile
 import threading
 from pathlib import Path
+from typing import Iterator
 
 from coursework import judge_layer, judge_model
 from coursework.judging import Draw, Malformed
@@ -294,6 +296,23 @@ def report(path: Path, results: dict, isolation: str, tampered: list) -> dict:
             "max_score": MAX_SCORE, "isolation": isolation, "tampered": tampered, "lines": lines}
 
 
+@contextlib.contextmanager
+def ctrl_c_ignored() -> Iterator[None]:
+    """Ctrl-C does nothing inside (only the main thread can set a signal handler; elsewhere nothing changes).
+
+    For the cleanup after a first Ctrl-C: it kills the workers and removes their copies in well under a
+    second, and a second Ctrl-C pressed meanwhile would stop it halfway and leave them behind.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 def grade_paths(paths: list[Path], timeout: float = DEFAULT_TIMEOUT, workers: int = 1, isolate: bool | None = None,
                 only: list | None = None, progress=None, graders: list | None = None) -> list[dict]:
     """One report per path, in order; `workers` sandboxed workers share the batch; `only[i]`: the lines for path i.
@@ -343,12 +362,13 @@ def grade_paths(paths: list[Path], timeout: float = DEFAULT_TIMEOUT, workers: in
             grader.close()
     except BaseException:
         stopping.set()
-        for grader in graders:
-            grader.close()  # on Ctrl-C this kills the workers, so the threads return at once
-        for thread in (thread for thread in threads if thread.ident is not None):  # those started
-            # to their end, not for a few seconds: a thread still inside torch when the interpreter exits is torn
-            # down mid-call, and the process aborts ("terminate called without an active exception")
-            thread.join()
+        with ctrl_c_ignored():  # a second Ctrl-C must not cut this short: it would leave workers and copies behind
+            for grader in graders:
+                grader.close()  # on Ctrl-C this kills the workers, so the threads return at once
+            for thread in (thread for thread in threads if thread.ident is not None):  # those started
+                # to their end, not for a few seconds: a thread still inside torch when the interpreter exits is torn
+                # down mid-call, and the process aborts ("terminate called without an active exception")
+                thread.join()
         raise
     return reports
 

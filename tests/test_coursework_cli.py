@@ -8,6 +8,7 @@ import json
 import os
 import signal
 import threading
+import time
 
 import pytest
 
@@ -123,6 +124,33 @@ def test_ctrl_c_while_grading_stops_the_worker_and_removes_its_copies(tmp_path, 
         timer.cancel()
     assert grader.closed and grader.worker is None
     assert not [p for p in tmp_path.iterdir() if p.name.startswith("coursework-grading-")]
+
+
+def test_a_second_ctrl_c_while_grading_cleans_up_still_stops_every_worker():
+    class Grader:  # stands in for runner.Grader: Ctrl-C arrives while it grades, and again while it is closed
+        def __init__(self):
+            self.closed, self.timeout = False, None
+
+        def grade(self, path, only):
+            os.kill(os.getpid(), signal.SIGINT)  # the first Ctrl-C, while grading
+            while not self.closed:
+                time.sleep(0.01)
+            raise RuntimeError("its worker was killed")  # what grading gives once close() has killed the worker
+
+        def close(self):
+            if not self.closed:
+                self.closed = True
+                os.kill(os.getpid(), signal.SIGINT)  # the second, while the cleanup closes the workers one by one
+
+    graders = [Grader(), Grader()]
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)  # Ctrl-C raises KeyboardInterrupt, as in grade.py
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            runner.grade_paths(["a", "b"], graders=graders)
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # Ctrl-C works again afterwards
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    assert all(grader.closed for grader in graders), "the second Ctrl-C stopped the cleanup halfway"
 
 
 def test_a_worker_that_starts_while_grading_stops_is_stopped_at_once(tmp_path, monkeypatch):
