@@ -4,6 +4,7 @@ limit while saving, a diverged run, and a results folder whose pieces come from 
 import json
 import shutil
 import signal
+import socket
 
 import pytest
 import torch
@@ -93,9 +94,11 @@ def test_kill_9_at_every_point_of_the_save_leaves_the_old_or_the_new_model_and_n
 def test_the_next_run_removes_temporaries_of_killed_runs(tmp_path, monkeypatch, capsys):
     path = tmp_path / "model"
     save_old_model(path)
-    stale = tmp_path / ".model.999999999-deadbeef.tmp"  # a pid that cannot be alive
-    stale.mkdir()
-    (stale / "model.pt").write_bytes(b"half")
+    # pids that cannot be alive: one above the kernel's pid_max, one beyond any C integer (os.kill overflows)
+    for stale in (tmp_path / ".model.999999999-deadbeef.tmp", tmp_path / ".model.99999999999999999999-deadbeef.tmp"):
+        stale.mkdir()
+        (stale / "model.pt").write_bytes(b"half")
+    (tmp_path / ".model.lock").write_text(json.dumps({"pid": 10**20, "host": socket.gethostname(), "started": "?"}))
     status, _, err = run_main("train_pretrain", [*PRETRAIN_TINY, "--out", path], monkeypatch, capsys)
     assert status == 0, err
     assert leftovers(path) == []

@@ -23,19 +23,13 @@ def _temporary_sibling(path: Path, kind: str) -> Path:
 
 
 def _writer_alive(sibling: Path) -> bool:
+    """Whether the process whose pid names this temporary still runs."""
     try:
         pid = int(sibling.name.rsplit(".", 2)[1].split("-")[0])
     except (ValueError, IndexError):
         return False
-    if pid == os.getpid():
-        return True  # this process: a save in progress (our own leftovers are removed by the `finally` that made them)
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    # this process: a save in progress (our own leftovers are removed by the `finally` that made them)
+    return pid == os.getpid() or _pid_alive(pid)
 
 
 def _read_lock(lock: Path) -> dict | None:
@@ -47,13 +41,15 @@ def _read_lock(lock: Path) -> dict | None:
 
 
 def _pid_alive(pid) -> bool:
+    """Whether a process with this pid runs on this host. Anything but a positive int, or a number beyond the
+    kernel's pid type (a tampered name or lock file), is no process."""
     if isinstance(pid, bool) or not isinstance(pid, int) or pid <= 0:
         return False
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        os.kill(pid, 0)  # signal 0: only asks whether the process exists
+    except (ProcessLookupError, OverflowError):
         return False
-    except (PermissionError, OverflowError):
+    except PermissionError:  # another user's process
         return True
     return True
 
