@@ -57,3 +57,13 @@ def test_equal_values_whose_mean_rounds_past_the_max_still_plot(saved_figures):
     groups["0"]["old_probes"] = {"mean": sum([0.1, 0.1, 0.1]) / 3, "min": 0.1, "max": 0.1}  # 0.10000000000000002
     study_plots.plot_seed_bars(groups, "unused.png")  # matplotlib refuses negative error bars
     assert saved_figures
+
+
+@pytest.mark.parametrize("seeds, caption", [((1337,), "one seed per point"), ((1, 2, 3), "means over 3 seeds")])
+def test_the_replay_plot_says_how_many_seeds_its_lines_join(seeds, caption, saved_figures):
+    records = [{"label": label, "settings": {"replay": fraction, "seed": seed},
+                "new_val_loss": 1.0 + fraction, "new_probes": 90.0, "old_val_loss": 4.0 - fraction, "old_probes": 10 + fraction}
+               for label in ("full fine-tuning", "LoRA r=4") for fraction in (0.0, 0.1, 0.25) for seed in seeds]
+    study_plots.plot_pareto(records, "unused.png", "Replay", by_replay=True)
+    title = saved_figures[-1]._suptitle.get_text()
+    assert caption in title and ("one seed" in title) == (len(seeds) == 1)

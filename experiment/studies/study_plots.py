@@ -3,6 +3,8 @@ singular-value spectra. Error bars span min to max over seeds; markers are means
 whose points are one seed each says "one seed" in its title and draws no error bars: a zero-width bar would
 suggest a spread of zero where none was measured."""
 
+from collections import Counter
+
 from experiment.plots import pyplot
 from minigpt.plumbing.atomic_writes import atomic_save_figure
 
@@ -59,8 +61,13 @@ def frontier(points: list[tuple[float, float]], lower_x_better: bool, lower_y_be
 
 
 def plot_pareto(records: list[dict], path, title: str, by_replay: bool = False) -> None:
-    """Forgetting against learning, one point per run; each method's frontier (or, by_replay, its path over fractions)."""
+    """Forgetting against learning, one point per run; each method's frontier (or, by_replay, its path over fractions,
+    through the mean of each fraction's seeds, and the title says over how many)."""
     plt = pyplot()
+    if by_replay:
+        seeds = sorted(set(Counter((r["label"], r["settings"]["replay"]) for r in records).values()))  # runs per point
+        title += ("; one seed per point, no spread measured" if seeds == [1] else
+                  f"; lines through the means over {seeds[0] if len(seeds) == 1 else f'{seeds[0]}-{seeds[-1]}'} seeds")
     labels = list(dict.fromkeys(r["label"] for r in records))
     markers = {0.0: "o", 0.1: "s", 0.25: "^"}
     figure, axes = plt.subplots(1, 2, figsize=(12, 5))
