@@ -32,7 +32,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from minigpt.plumbing.atomic_writes import atomic_write_text
-from minigpt.plumbing.errors import UserError
+from minigpt.plumbing.errors import UserError, another_output, output_argument
 from minigpt.plumbing.flags import ArgumentParser, positive_int
 from coursework.rubric import RUBRIC
 from coursework.runner import DEFAULT_TIMEOUT, grade_paths
@@ -82,16 +82,18 @@ def format_scorecard(report: dict) -> str:
 @contextmanager
 def exclusive(output: Path):
     """A lock beside `output`, so two runs never write it at once; removed afterwards."""
+    if output.is_dir():  # found now, not after the whole class has been graded
+        raise UserError(f"{output} is a directory; {another_output()} (a file path)")
     lock_path = output.parent / f".{output.name}.lock"
     try:
         handle = open(lock_path, "a")
     except OSError as error:
-        raise UserError(f"cannot write beside {output} ({error.strerror}); choose another output path") from None
+        raise UserError(f"cannot write beside {output} ({error.strerror}); {another_output()}") from None
     try:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise UserError(f"another grading run is writing {output}; wait for it to finish or choose another output path") from None
+            raise UserError(f"another grading run is writing {output}; wait for it to finish or {another_output()}") from None
         try:
             yield
         finally:
@@ -104,7 +106,7 @@ def write(output: Path, text: str) -> None:
     try:
         atomic_write_text(output, text)
     except OSError as error:
-        raise UserError(f"could not write {output} ({error.strerror or error}); free some disk space or choose another output path") from None
+        raise UserError(f"could not write {output} ({error.strerror or error}); free some disk space or {another_output()}") from None
 
 
 def grade_one(args) -> None:
@@ -143,7 +145,7 @@ def grade_folder(args) -> None:
         raise UserError(f"--submissions {folder} holds no student folders; put each student's copy in a folder of its own")
     out = folder / "grades.csv" if args.csv == "SUBMISSIONS/grades.csv" else Path(args.csv)
     started = time.monotonic()
-    with exclusive(out):
+    with output_argument("--csv"), exclusive(out):  # write errors name --csv, the flag that chose this file
         print(f"grading {len(students)} submissions from {folder} ({args.workers} worker{'s' if args.workers > 1 else ''})", flush=True)
         reports = grade_paths([(folder / name).resolve() for name in students], timeout=args.timeout, workers=args.workers,
                               progress=lambda report: print(f"  {Path(report['path']).name}: {report['score']}/{report['max_score']}",

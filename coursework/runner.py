@@ -306,11 +306,16 @@ def ctrl_c_ignored() -> Iterator[None]:
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    while True:
+        try:
+            previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+            break
+        except KeyboardInterrupt:  # a Ctrl-C still pending is raised by signal.signal itself, before the change
+            continue
     try:
         yield
-    finally:
-        signal.signal(signal.SIGINT, previous)
+    finally:  # None: a handler set outside Python, which cannot be put back; Python's own is the usual one
+        signal.signal(signal.SIGINT, signal.default_int_handler if previous is None else previous)
 
 
 def grade_paths(paths: list[Path], timeout: float = DEFAULT_TIMEOUT, workers: int = 1, isolate: bool | None = None,
@@ -361,14 +366,16 @@ def grade_paths(paths: list[Path], timeout: float = DEFAULT_TIMEOUT, workers: in
         for grader in graders if owned else ():
             grader.close()
     except BaseException:
-        stopping.set()
         with ctrl_c_ignored():  # a second Ctrl-C must not cut this short: it would leave workers and copies behind
+            stopping.set()
             for grader in graders:
                 grader.close()  # on Ctrl-C this kills the workers, so the threads return at once
             for thread in (thread for thread in threads if thread.ident is not None):  # those started
                 # to their end, not for a few seconds: a thread still inside torch when the interpreter exits is torn
                 # down mid-call, and the process aborts ("terminate called without an active exception")
                 thread.join()
+            for grader in graders:  # again: a thread that was copying a submission may have re-created scratch folders
+                grader.close()
         raise
     return reports
 

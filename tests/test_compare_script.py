@@ -100,6 +100,6 @@ def test_a_results_folder_it_cannot_write_names_results_not_out(tmp_path, monkey
     from minigpt.plumbing.errors import UserError
 
     status, _, err = run_main("compare", ["--results", "/proc/x"], monkeypatch, capsys)
-    assert_one_line_error(status, err, "/proc", "choose another --results")  # compare.py has no --out
+    assert_one_line_error(status, err, "/proc", "pass that as --results")  # compare.py has no --out
     with pytest.raises(UserError, match="choose another --out"):  # the next writer in this process: the default again
         atomic_write_text("/proc/x/notes.txt", "")

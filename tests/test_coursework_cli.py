@@ -6,6 +6,7 @@ import fcntl
 import functools
 import json
 import os
+import shutil
 import signal
 import threading
 import time
@@ -57,6 +58,15 @@ def test_a_full_disk_or_read_only_output_is_one_line(tmp_path, capsys, monkeypat
     path = starter_copy(tmp_path / "copy")
     assert error[1] in one_error_line(capsys, [str(path), "--timeout", str(TIMEOUT)])
     assert sorted(p.name for p in path.iterdir()) == ["lora", "minigpt"]  # no lock, no half-written report
+
+
+@pytest.mark.parametrize("flag", ["--out", "--csv"])
+def test_an_output_that_is_a_directory_is_refused_before_grading_and_names_its_flag(tmp_path, capsys, monkeypatch, flag):
+    monkeypatch.setattr(grade, "grade_paths", lambda *args, **kwargs: pytest.fail("graded before the output was checked"))
+    path = starter_copy(tmp_path / "submissions" / "alice")
+    target = [str(path)] if flag == "--out" else ["--submissions", str(tmp_path / "submissions")]
+    line = one_error_line(capsys, [*target, flag, str(tmp_path)])
+    assert "is a directory" in line and f"choose another {flag}" in line
 
 
 def test_a_second_run_on_the_same_output_is_refused(tmp_path, capsys, shared):
@@ -126,23 +136,27 @@ def test_ctrl_c_while_grading_stops_the_worker_and_removes_its_copies(tmp_path, 
     assert not [p for p in tmp_path.iterdir() if p.name.startswith("coursework-grading-")]
 
 
-def test_a_second_ctrl_c_while_grading_cleans_up_still_stops_every_worker():
+def test_a_second_ctrl_c_while_grading_cleans_up_still_stops_every_worker_and_removes_every_copy(tmp_path):
     class Grader:  # stands in for runner.Grader: Ctrl-C arrives while it grades, and again while it is closed
-        def __init__(self):
-            self.closed, self.timeout = False, None
+        def __init__(self, scratch):
+            self.scratch, self.closed, self.timeout = scratch, False, None
+            scratch.mkdir()
 
         def grade(self, path, only):
             os.kill(os.getpid(), signal.SIGINT)  # the first Ctrl-C, while grading
-            while not self.closed:
+            deadline = time.monotonic() + 10
+            while not self.closed and time.monotonic() < deadline:  # until close() (a real worker: killed)
                 time.sleep(0.01)
+            (self.scratch / "submission" / "lora").mkdir(parents=True)  # a copy under way re-creates the scratch folder
             raise RuntimeError("its worker was killed")  # what grading gives once close() has killed the worker
 
         def close(self):
             if not self.closed:
                 self.closed = True
                 os.kill(os.getpid(), signal.SIGINT)  # the second, while the cleanup closes the workers one by one
+            shutil.rmtree(self.scratch, ignore_errors=True)
 
-    graders = [Grader(), Grader()]
+    graders = [Grader(tmp_path / "first"), Grader(tmp_path / "second")]
     previous = signal.signal(signal.SIGINT, signal.default_int_handler)  # Ctrl-C raises KeyboardInterrupt, as in grade.py
     try:
         with pytest.raises(KeyboardInterrupt):
@@ -151,6 +165,7 @@ def test_a_second_ctrl_c_while_grading_cleans_up_still_stops_every_worker():
     finally:
         signal.signal(signal.SIGINT, previous)
     assert all(grader.closed for grader in graders), "the second Ctrl-C stopped the cleanup halfway"
+    assert list(tmp_path.iterdir()) == [], "a scratch folder re-created by a copy under way was left behind"
 
 
 def test_a_worker_that_starts_while_grading_stops_is_stopped_at_once(tmp_path, monkeypatch):

@@ -3,8 +3,6 @@ singular-value spectra. Error bars span min to max over seeds; markers are means
 whose points are one seed each says "one seed" in its title and draws no error bars: a zero-width bar would
 suggest a spread of zero where none was measured."""
 
-from collections import Counter
-
 from experiment.plots import pyplot
 from minigpt.plumbing.atomic_writes import atomic_save_figure
 
@@ -22,13 +20,18 @@ def _errors(summaries: list[dict], groups: list[dict]) -> list[list[float]] | No
     return [[max(0.0, s["mean"] - s["min"]) for s in summaries], [max(0.0, s["max"] - s["mean"]) for s in summaries]]
 
 
+ONE_SEED = "one seed per point, no spread measured"
+
+
+def _count(counts: list[int]) -> str:
+    """Sorted seed counts as "3" or, when points differ, "1-3"."""
+    return str(counts[0]) if len(counts) == 1 else f"{counts[0]}-{counts[-1]}"
+
+
 def seeds_caption(groups) -> str:
     """How many seeds each point is, for a plot title: "one seed per point, ..." or "mean over 3 seeds; ..."."""
     counts = sorted({g["runs"] for g in groups})
-    if counts == [1]:
-        return "one seed per point, no spread measured"
-    seeds = str(counts[0]) if len(counts) == 1 else f"{counts[0]}-{counts[-1]}"
-    return f"mean over {seeds} seeds; error bars: min-max"
+    return ONE_SEED if counts == [1] else f"mean over {_count(counts)} seeds; error bars: min-max"
 
 
 def plot_seed_bars(groups: dict, path, what: str = "Every method") -> None:
@@ -65,9 +68,11 @@ def plot_pareto(records: list[dict], path, title: str, by_replay: bool = False) 
     through the mean of each fraction's seeds, and the title says over how many)."""
     plt = pyplot()
     if by_replay:
-        seeds = sorted(set(Counter((r["label"], r["settings"]["replay"]) for r in records).values()))  # runs per point
-        title += ("; one seed per point, no spread measured" if seeds == [1] else
-                  f"; lines through the means over {seeds[0] if len(seeds) == 1 else f'{seeds[0]}-{seeds[-1]}'} seeds")
+        seeds: dict = {}  # (method, fraction) -> its seeds
+        for r in records:
+            seeds.setdefault((r["label"], r["settings"]["replay"]), set()).add(r["settings"]["seed"])
+        counts = sorted({len(s) for s in seeds.values()})
+        title += f"; {ONE_SEED if counts == [1] else f'lines through the means over {_count(counts)} seeds'}"
     labels = list(dict.fromkeys(r["label"] for r in records))
     markers = {0.0: "o", 0.1: "s", 0.25: "^"}
     figure, axes = plt.subplots(1, 2, figsize=(12, 5))

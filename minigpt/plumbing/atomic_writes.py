@@ -40,7 +40,7 @@ def ensure_writable_dir(path: str | Path) -> Path:
     except OSError as error:
         raise UserError(f"cannot create output directory {path} ({error.strerror}); {another_output()}") from None
     if not os.access(path, os.W_OK | os.X_OK):
-        raise UserError(f"output directory {path} is not writable; {another_output()} or fix its permissions")
+        raise UserError(f"output directory {path} is not writable; fix its permissions or {another_output()}")
     return path
 
 

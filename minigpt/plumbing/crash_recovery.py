@@ -28,8 +28,7 @@ def _writer_alive(sibling: Path) -> bool:
         pid = int(sibling.name.rsplit(".", 2)[1].split("-")[0])
     except (ValueError, IndexError):
         return False
-    # this process: a save in progress (our own leftovers are removed by the `finally` that made them)
-    return pid == os.getpid() or _pid_alive(pid)
+    return _pid_alive(pid)  # this process too: a save in progress (the `finally` that made it removes it)
 
 
 def _read_lock(lock: Path) -> dict | None:

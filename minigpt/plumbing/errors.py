@@ -18,25 +18,26 @@ class UserError(Exception):
     """A problem the user can fix; the message says what and how."""
 
 
-# The argument through which a script's user chooses where it writes. The write errors of the plumbing
-# ("cannot write in ...; choose another --out") name it, so a script whose output is not --out says so.
-_OUTPUT_ARGUMENT = contextvars.ContextVar("output_argument", default="--out")
+# What a write error below the scripts tells the user to do ("cannot write in ...; choose another --out"). A script
+# whose output is not chosen by --out sets its own for as long as it runs (the tests run many scripts in one process).
+# A new thread starts from the default; no writer runs in one.
+_OUTPUT_REMEDY = contextvars.ContextVar("output_remedy", default="choose another --out")
 
 
 @contextlib.contextmanager
-def output_argument(name: str) -> Iterator[None]:
-    """Within it, write errors tell the user to choose another `name` (peft_convert.py's positional
-    destination, compare.py's --results) instead of --out."""
-    token = _OUTPUT_ARGUMENT.set(name)
+def output_argument(name: str, remedy: str | None = None) -> Iterator[None]:
+    """Within it, write errors say `remedy`, by default "choose another NAME" (peft_convert.py's positional
+    destination, coursework.grade's --csv) instead of "choose another --out"."""
+    token = _OUTPUT_REMEDY.set(remedy or f"choose another {name}")
     try:
         yield
     finally:
-        _OUTPUT_ARGUMENT.reset(token)
+        _OUTPUT_REMEDY.reset(token)
 
 
 def another_output() -> str:
-    """'choose another --out', or the argument output_argument() named."""
-    return f"choose another {_OUTPUT_ARGUMENT.get()}"
+    """The remedy for a write error: "choose another --out", or what output_argument() set."""
+    return _OUTPUT_REMEDY.get()
 
 
 def run_cli(main: Callable[[], None], user_errors: tuple[type[BaseException], ...] = ()) -> None:
