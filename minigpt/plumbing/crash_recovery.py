@@ -11,14 +11,29 @@ import re
 import secrets
 import shutil
 import socket
+import stat
 from pathlib import Path
 
-from minigpt.plumbing.errors import UserError
+from minigpt.plumbing.errors import UserError, another_output
 from minigpt.plumbing.reading import parse_json
+
+
+NAME_MAX = 255  # bytes in one file name (Linux, macOS)
+ADDED_BYTES = len("..4194304-0123abcd.tmp")  # what the longest temporary's name adds to its output's (pid_max is 2**22)
+
+
+def check_name_length(path: Path) -> None:
+    """A UserError, before any work, if the temporaries and lock beside `path` could not be named: its name is legal
+    but each of them adds up to ADDED_BYTES to it, and the file system refuses names over NAME_MAX bytes."""
+    length = len(os.fsencode(path.name))
+    if length > NAME_MAX - ADDED_BYTES:
+        raise UserError(f"the output name {path.name[:24]}... is {length} bytes long, and the temporary files written beside "
+                        f"it add {ADDED_BYTES} to it: use a name of at most {NAME_MAX - ADDED_BYTES} bytes; {another_output()}")
 
 
 def _temporary_sibling(path: Path, kind: str) -> Path:
     """`.name.<pid>-<random>.<kind>` beside `path`: the pid tells recovery whether its writer is still alive."""
+    check_name_length(path)
     return path.parent / f".{path.name}.{os.getpid()}-{secrets.token_hex(4)}.{kind}"
 
 
@@ -32,8 +47,14 @@ def _writer_alive(sibling: Path) -> bool:
 
 
 def _read_lock(lock: Path) -> dict | None:
+    """The holder a lock file names, or None if it is no regular file or holds no JSON object in its first 4 KiB
+    (a lock is a line of JSON: a larger one is not ours, and is never read whole)."""
     try:
-        value = parse_json(lock.read_text(encoding="utf-8")[:4096])
+        fd = os.open(lock, os.O_RDONLY | os.O_NONBLOCK)  # non-blocking: a FIFO put there must not hang the run
+        with os.fdopen(fd, "rb") as file:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                return None
+            value = parse_json(file.read(4096).decode("utf-8"))
         return value if isinstance(value, dict) else None
     except (OSError, ValueError):
         return None
@@ -78,17 +99,18 @@ def recover_directory(path: str | Path) -> None:
     parent = path.parent
     if not parent.is_dir():
         return
-    prefix = f".{path.name}."
-    try:
-        siblings = [p for p in parent.iterdir() if p.name.startswith(prefix) and p.name.endswith((".old", ".tmp"))]
+    try:  # exactly the names _temporary_sibling gives: `.res.backup.old` or another output's `.res.v2.<pid>-....old` are
+        # the user's, never touched
+        siblings = [p for p in parent.iterdir() if (match := TEMPORARY_NAME.match(p.name)) and match["name"] == path.name]
     except OSError:
         return
     lock = parent / f".{path.name}.lock"
-    holder = _read_lock(lock) if lock.is_file() else None
+    holder = _read_lock(lock)
     if holder is not None and holder.get("host") == socket.gethostname() and not _pid_alive(holder.get("pid")):
         lock.unlink(missing_ok=True)  # output_lock's file of a run that was killed
     siblings = [p for p in siblings if not _writer_alive(p)]
-    olds = sorted((p for p in siblings if p.name.endswith(".old")), key=lambda p: p.stat().st_mtime)
+    # an .old is a whole directory moved aside; a symlink or file of that name is no backup of ours
+    olds = sorted((p for p in siblings if p.name.endswith(".old") and p.is_dir() and not p.is_symlink()), key=_modified)
     if olds and not os.path.lexists(path):
         backup = olds.pop()  # the newest: the directory that was at `path` when the swap was killed
         try:
@@ -97,11 +119,19 @@ def recover_directory(path: str | Path) -> None:
             raise UserError(f"{path} is missing and could not be restored from {backup} ({error.strerror}); "
                             f"rename it back by hand or fix the permissions of {parent}") from None
     for stale in siblings:
-        if stale.exists() and stale != path:
-            if stale.is_dir():
-                shutil.rmtree(stale, ignore_errors=True)
-            else:
-                try:
-                    stale.unlink()
-                except OSError:
-                    pass
+        if stale == path:
+            continue
+        if stale.is_dir() and not stale.is_symlink():
+            shutil.rmtree(stale, ignore_errors=True)
+        else:  # a file, or a link (dangling or not: the link goes, never what it points to)
+            try:
+                stale.unlink()
+            except OSError:
+                pass
+
+
+def _modified(path: Path) -> float:
+    try:
+        return path.lstat().st_mtime
+    except OSError:  # removed meanwhile by another run's recovery
+        return 0.0

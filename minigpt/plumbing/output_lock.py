@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Iterator
 
 from minigpt.plumbing.atomic_writes import ensure_writable_dir
-from minigpt.plumbing.crash_recovery import _pid_alive, _read_lock
+from minigpt.plumbing.crash_recovery import _pid_alive, _read_lock, check_name_length
 from minigpt.plumbing.errors import UserError, another_output
 
 
@@ -26,6 +26,7 @@ def output_lock(path: str | Path) -> Iterator[None]:
     died on this host (kill -9, power loss) is taken over, so a crash never blocks the next run.
     """
     path = Path(os.path.realpath(path))  # a symlinked --out and its target share one lock
+    check_name_length(path)  # now, not after the training: the temporaries beside it must have a name
     ensure_writable_dir(path.parent)
     lock = path.parent / f".{path.name}.lock"
     holder = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
