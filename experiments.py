@@ -34,7 +34,8 @@ from experiment.studies.runner import StudyContext
 from experiment.studies.catalog import STUDIES, run_intrinsic_rank_study, run_overhead_study, run_study
 from minigpt.plumbing.atomic_writes import ensure_writable_dir
 from minigpt.plumbing.errors import UserError, run_cli
-from minigpt.plumbing.flags import ArgumentParser, add_common_flags, apply_threads, positive_int, seed_value
+from minigpt.plumbing.flags import (ArgumentParser, add_common_flags, apply_threads, batch_size_flag, learning_rate,
+                                   positive_int, seed_value, steps_flag)
 from minigpt.plumbing.output_lock import output_lock
 
 STUDY_NAMES = [*STUDIES, "intrinsic-rank", "overhead", "costs"]
@@ -56,14 +57,14 @@ def parse_args():
     parser.add_argument("--full", action="store_true", help="the full grid (more rates, ranks and seeds) instead of the quick one")
     parser.add_argument("--seeds", type=comma_list(seed_value), default=None,
                         help="comma-separated fine-tuning seeds (default: the study's own, e.g. 1337,1,2 for seeds)")
-    parser.add_argument("--lrs", type=comma_list(float), default=None,
+    parser.add_argument("--lrs", type=comma_list(learning_rate), default=None,
                         help="pareto study only: comma-separated learning rates for every method, instead of each method's grid")
     parser.add_argument("--ranks", type=comma_list(positive_int), default=None, help="rank study only: comma-separated ranks")
     parser.add_argument("--methods", type=comma_list(str), default=None,
                         help="comma-separated subset of full,freeze,lora,rows,adapters,prefix,prompt,bitfit,ia3 to run from the "
                         "study's grid (default: all)")
-    parser.add_argument("--steps", type=positive_int, default=None, help="steps per run (default: 150, as train_finetune.py)")
-    parser.add_argument("--batch-size", type=positive_int, default=None, help="windows per step (default: 32, as train_finetune.py)")
+    parser.add_argument("--steps", type=steps_flag, default=None, help="steps per run (default: 150, as train_finetune.py)")
+    parser.add_argument("--batch-size", type=batch_size_flag, default=None, help="windows per step (default: 32, as train_finetune.py)")
     parser.add_argument("--pretrained", default="dist/pretrained", help="the base model directory (train_pretrain.py)")
     parser.add_argument("--results", default="dist/finetuning_results", help="intrinsic-rank: the directory train_finetune.py wrote")
     parser.add_argument("--out", default="dist/experiments", help="studies' directory: runs cached under <out>/<study>/runs/")
@@ -78,8 +79,6 @@ def parse_args():
         raise UserError(f"unknown method(s) {', '.join(sorted(unknown))} in --methods; choose from {', '.join(known)}")
     if args.lrs is not None and args.study != "pareto":
         raise UserError("--lrs applies to the pareto study only; leave it out or run: python experiments.py pareto --lrs 0.01,0.02")
-    if any(not lr > 0 for lr in args.lrs or ()):
-        raise UserError(f"--lrs must be learning rates greater than 0, got {args.lrs}")
     for name in ("seeds", "ranks", "methods", "lrs"):
         if getattr(args, name) == ():
             raise UserError(f"--{name} is empty, so the grid has no run; give at least one value, e.g. --{name} 1")

@@ -28,7 +28,8 @@ from experiment.real_model.hf_finetuning import DTYPES, run_hf_finetuning
 from experiment.training.methods import USER_ERRORS
 from lora.config import DEFAULT_TARGETS, LoRAConfig
 from minigpt.plumbing.errors import run_cli
-from minigpt.plumbing.flags import ArgumentParser, add_common_flags, positive_float, positive_int, probability
+from minigpt.plumbing.flags import (ArgumentParser, add_common_flags, batch_size_flag, eval_batches_flag,
+                                   learning_rate, positive_float, positive_int, probability, steps_flag)
 
 
 def comma_names(text: str) -> list[str]:
@@ -49,12 +50,12 @@ def parse_args():
     parser.add_argument("--dropout", type=probability, default=LoRAConfig.lora_dropout, help="dropout on the LoRA branch's input")
     parser.add_argument("--use-rslora", action="store_true", help="rsLoRA: scale the update by alpha/sqrt(r)")
     parser.add_argument("--use-dora", action="store_true", help="DoRA: a trainable magnitude per output feature")
-    parser.add_argument("--steps", type=positive_int, default=100, help="optimisation steps")
-    parser.add_argument("--batch-size", type=positive_int, default=8, help="windows per step")
+    parser.add_argument("--steps", type=steps_flag, default=100, help="optimisation steps")
+    parser.add_argument("--batch-size", type=batch_size_flag, default=8, help="windows per step")
     parser.add_argument("--block-size", type=positive_int, default=128, help="tokens per window (capped at the model's context)")
-    parser.add_argument("--lr", type=positive_float, default=5e-4, help="peak learning rate (AdamW, warmup then cosine)")
+    parser.add_argument("--lr", type=learning_rate, default=5e-4, help="peak learning rate (AdamW, warmup then cosine)")
     parser.add_argument("--eval-interval", type=positive_int, default=25, help="steps between loss estimates")
-    parser.add_argument("--eval-batches", type=positive_int, default=4, help="batches per loss estimate")
+    parser.add_argument("--eval-batches", type=eval_batches_flag, default=4, help="batches per loss estimate")
     parser.add_argument("--dtype", choices=sorted(DTYPES), default="float32",
                         help="weights' type; bfloat16 halves the memory (on CPU it is often slower)")
     add_common_flags(parser, seed=1337)

@@ -38,7 +38,8 @@ from experiment.comparison.report import percent
 from lora.config import A_INITS, DEFAULT_TARGETS, QUANTIZE_CHOICES, LoRAConfig
 from minigpt.distributed import is_main_process, start_data_parallel, stop_data_parallel
 from minigpt.plumbing.errors import UserError, run_cli
-from minigpt.plumbing.flags import ArgumentParser, add_common_flags, positive_float, positive_int, probability
+from minigpt.plumbing.flags import (ArgumentParser, add_common_flags, batch_size_flag, learning_rate, positive_float,
+                                   positive_float_up_to, positive_int, probability, steps_flag)
 from minigpt.plumbing.output_lock import output_lock
 
 DEFAULT_STEPS, DEFAULT_BATCH_SIZE, DEFAULT_SEED = 150, 32, 1337
@@ -53,9 +54,9 @@ def parse_args():
     parser.add_argument("--pretrained", default="dist/pretrained", help="model directory written by train_pretrain.py")
     add_finetune_data_flags(parser)
     parser.add_argument("--out", default="dist/finetuning_results", help="results directory")
-    parser.add_argument("--steps", type=positive_int, default=DEFAULT_STEPS, help="optimisation steps per method")
-    parser.add_argument("--batch-size", type=positive_int, default=DEFAULT_BATCH_SIZE, help="windows per step")
-    parser.add_argument("--lr", type=positive_float, default=None,
+    parser.add_argument("--steps", type=steps_flag, default=DEFAULT_STEPS, help="optimisation steps per method")
+    parser.add_argument("--batch-size", type=batch_size_flag, default=DEFAULT_BATCH_SIZE, help="windows per step")
+    parser.add_argument("--lr", type=learning_rate, default=None,
                         help="peak learning rate for every method (default: per method, " +
                         ", ".join(f"{m.name} {m.lr:g}" for m in [*METHODS.values(), *OTHER_METHODS.values()]) + ")")
     parser.add_argument("--eval-interval", type=positive_int, default=25, help="steps between loss evaluations")
@@ -84,7 +85,8 @@ def add_variant_flags(parser) -> None:
     variants = parser.add_argument_group("LoRA variants (PEFT's names; see docs/variants.md)")
     variants.add_argument("--use-rslora", action="store_true", help="rsLoRA: scale the update by alpha/sqrt(r) instead of alpha/r")
     variants.add_argument("--use-dora", action="store_true", help="DoRA: a trainable magnitude per output feature, LoRA on the direction")
-    variants.add_argument("--loraplus-lr-ratio", type=positive_float, default=None,
+    variants.add_argument("--loraplus-lr-ratio", type=positive_float_up_to(10_000, "B's rate is this times the learning rate"),
+                          default=None,
                           help="LoRA+: B's learning rate is this many times A's (the paper suggests 16); off if not given")
     variants.add_argument("--quantize-base", choices=QUANTIZE_CHOICES, default="none",
                           help="QLoRA: store the frozen base of the LoRA targets (or of all linear layers) as 4-bit NF4")

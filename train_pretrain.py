@@ -28,7 +28,8 @@ from experiment.training.pretraining import run_pretraining
 from minigpt.config import GPTConfig
 from minigpt.distributed import is_main_process, start_data_parallel, stop_data_parallel
 from minigpt.plumbing.errors import run_cli
-from minigpt.plumbing.flags import ArgumentParser, add_common_flags, positive_float, positive_int, probability
+from minigpt.plumbing.flags import (ArgumentParser, add_common_flags, batch_size_flag, learning_rate, positive_int,
+                                   probability, steps_flag)
 from minigpt.plumbing.output_lock import output_lock
 from minigpt.training import TrainConfig
 
@@ -42,9 +43,9 @@ def parse_args():
     parser.add_argument("--probes", default=None, help="knowledge probes: JSON list of {prompt, answer} (default: <corpus>_probes.json "
                         "beside the corpus, data/pretrain_probes.json for the default; none for a corpus without one)")
     parser.add_argument("--out", default="dist/pretrained", help="model directory to write")
-    parser.add_argument("--steps", type=positive_int, default=defaults.steps, help="optimisation steps")
-    parser.add_argument("--batch-size", type=positive_int, default=defaults.batch_size, help="windows per step")
-    parser.add_argument("--lr", type=positive_float, default=defaults.lr, help="peak learning rate (AdamW)")
+    parser.add_argument("--steps", type=steps_flag, default=defaults.steps, help="optimisation steps")
+    parser.add_argument("--batch-size", type=batch_size_flag, default=defaults.batch_size, help="windows per step")
+    parser.add_argument("--lr", type=learning_rate, default=defaults.lr, help="peak learning rate (AdamW)")
     parser.add_argument("--eval-interval", type=positive_int, default=defaults.eval_interval, help="steps between evaluations")
     parser.add_argument("--keep-best", action="store_true", help="save the evaluated weights with the lowest validation loss, "
                         "not the last ones (for a small corpus that overfits)")

@@ -117,7 +117,7 @@ def test_a_save_under_a_file_size_limit_fails_in_one_line_and_keeps_the_old_mode
 def test_a_diverged_run_stops_in_one_line_and_never_replaces_the_saved_model(tmp_path, monkeypatch, capsys):
     path = tmp_path / "model"
     old = save_old_model(path)
-    status, _, err = run_main("train_pretrain", [*PRETRAIN_TINY, "--lr", "1e9", "--steps", "5", "--out", path], monkeypatch, capsys)
+    status, _, err = run_main("train_pretrain", [*PRETRAIN_TINY, "--lr", "1000", "--steps", "5", "--out", path], monkeypatch, capsys)
     assert_one_line_error(status, err, "diverged", "lower --lr")
     assert model_fingerprint(load_model_dir(path)[0]) == old
 

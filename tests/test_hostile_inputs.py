@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import tiny_model
+from conftest import assert_one_line_error, run_main, tiny_model
 from minigpt.plumbing.atomic_writes import atomic_write_text, refuse_foreign_directory
 from minigpt.checkpoint import load_model_dir, save_model_dir
 from minigpt.config import GPTConfig, available_memory_bytes
@@ -107,6 +107,23 @@ def test_bounded_numbers_say_why():
     with pytest.raises(argparse.ArgumentTypeError, match="at most 10"):
         whole_number_up_to(10, "a bound")("11")
     assert whole_number_up_to(10, "a bound")("10") == 10
+
+
+HUGE = str(10**23)  # overflowed tqdm (steps) and randint (batch size), or evaluated for ever (evaluation batches)
+TRAINING_FLAG_BOUNDS = [(script, flag, value, message)
+                        for script in ("train_pretrain", "train_finetune", "finetune_hf", "experiments")
+                        for flag, value, message in (("--steps", HUGE, "at most 10,000,000"),
+                                                     ("--batch-size", HUGE, "at most 1,000,000"),
+                                                     ("--lrs" if script == "experiments" else "--lr", "1e300", "at most 1e+06"))
+                        ] + [("finetune_hf", "--eval-batches", HUGE, "at most 10,000"),
+                             ("train_finetune", "--loraplus-lr-ratio", "1e300", "at most 10000")]
+
+
+@pytest.mark.parametrize("script, flag, value, message", TRAINING_FLAG_BOUNDS)
+def test_training_flags_past_their_bound_are_one_line_not_an_overflow_later(script, flag, value, message, monkeypatch, capsys):
+    args = ["pareto"] if script == "experiments" else []  # its study, before the flags
+    status, _, err = run_main(script, [*args, flag, value], monkeypatch, capsys)
+    assert_one_line_error(status, err, flag, message)
 
 
 def test_a_tampered_study_cache_is_one_line(tmp_path):

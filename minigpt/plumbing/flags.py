@@ -68,6 +68,32 @@ def positive_float(text: str) -> float:
     return value
 
 
+# Bounds on the work a training flag can ask for. Past them a run would not end in any reasonable time, or a number
+# overflows inside torch (a learning rate of 1e300 in float32) or tqdm (10**23 steps): a traceback, not one line.
+MAX_STEPS = 10_000_000
+MAX_BATCH_SIZE = 1_000_000
+MAX_EVAL_BATCHES = 10_000
+MAX_LEARNING_RATE = 1e6  # a rate of 1000 already diverges, which the training loop reports in one line
+WORK_BOUND = "a bound on the work asked for"
+steps_flag = whole_number_up_to(MAX_STEPS, WORK_BOUND)
+batch_size_flag = whole_number_up_to(MAX_BATCH_SIZE, WORK_BOUND)
+eval_batches_flag = whole_number_up_to(MAX_EVAL_BATCHES, WORK_BOUND)
+
+
+def positive_float_up_to(limit: float, why: str) -> Callable[[str], float]:
+    """An argparse type: a number above 0 and at most `limit`; `why` says what the limit stands for."""
+    def parse(text: str) -> float:
+        value = positive_float(text)
+        if value > limit:
+            raise argparse.ArgumentTypeError(f"must be at most {limit:g} ({why}), got {value:g}")
+        return value
+    return parse
+
+
+learning_rate = positive_float_up_to(MAX_LEARNING_RATE, "AdamW moves each weight by about the learning rate per step; "
+                                                        "far smaller rates already diverge")
+
+
 def probability(text: str) -> float:
     value = _number(text, float)
     if not 0.0 <= value < 1.0:
