@@ -133,6 +133,36 @@ def test_a_tokenizer_from_another_model_is_refused(model_dir, tmp_path, monkeypa
     assert_one_line_error(status, err, "tokens but the model has", "do not belong together")
 
 
+def damage(directory, how: str) -> None:
+    """What a user's model directory can look like after a bad edit, an interrupted copy or a wrong file."""
+    config = directory / "config.json"
+    if how == "config value of the wrong type":
+        config.write_text(json.dumps({**json.loads(config.read_text()), "hidden_size": "64"}))
+    elif how == "config nested too deep":
+        config.write_text("[" * 100_000 + "]" * 100_000)
+    elif how == "weights cut in half":
+        weights = directory / "model.safetensors"
+        weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    elif how == "a layer's weights missing":
+        from safetensors.torch import load_file, save_file
+        tensors = load_file(directory / "model.safetensors")
+        save_file({k: v for k, v in tensors.items() if ".layers.1." not in k}, directory / "model.safetensors", {"format": "pt"})
+
+
+@pytest.mark.parametrize("how, message", [("config value of the wrong type", "hidden_size"),
+                                          ("config nested too deep", "RecursionError"),
+                                          ("weights cut in half", "cannot load a causal language model"),
+                                          ("a layer's weights missing", "lack 9 tensor(s)")])
+def test_a_damaged_model_directory_is_one_line_never_a_transformers_traceback(model_dir, tmp_path, monkeypatch, capsys, how,
+                                                                               message):
+    damaged = tmp_path / "damaged"
+    shutil.copytree(model_dir, damaged)
+    damage(damaged, how)
+    status, _, err = run_main("finetune_hf", ["--model", damaged, "--out", tmp_path / "o", *FLAGS], monkeypatch, capsys)
+    assert_one_line_error(status, err, message)  # "lack": loaded with random layers (and a log line) before, then trained
+    assert not (tmp_path / "o").exists()
+
+
 def test_help_shows_the_defaults(monkeypatch, capsys):
     status, out, _ = run_main("finetune_hf", ["--help"], monkeypatch, capsys)
     assert status == 0

@@ -46,15 +46,27 @@ def load_causal_lm(name: str, allow_download: bool = False, dtype: torch.dtype =
     elif not allow_download:
         name = cached_snapshot(name)
     options = {"local_files_only": not allow_download}
+    previous = transformers_logging.get_verbosity()
+    transformers_logging.set_verbosity_error()  # its many-line loading reports: what matters is checked below, in one line
+    # Any exception: a damaged directory fails in a different layer of transformers for each file and field (a config
+    # value of the wrong type, a truncated safetensors file, JSON nested too deep), each with its own exception type.
     try:
-        model = AutoModelForCausalLM.from_pretrained(name, dtype=dtype, **options)
-    except (OSError, ValueError, KeyError) as error:
-        raise UserError(f"cannot load a causal language model from {name}: {first_line(error)}; {CACHE_HINT}") from None
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(name, **options)
-    except (OSError, ValueError, KeyError, TypeError) as error:
-        raise UserError(f"cannot load the tokenizer of {name}: {first_line(error)}; save the model's tokenizer beside it "
-                        "(tokenizer.save_pretrained) so the text is split the way the model was trained") from None
+        try:
+            model, loading = AutoModelForCausalLM.from_pretrained(name, dtype=dtype, output_loading_info=True, **options)
+        except Exception as error:
+            raise UserError(f"cannot load a causal language model from {name} ({type(error).__name__}: {first_line(error)}); "
+                            f"its files are damaged or not a model transformers knows; {CACHE_HINT}") from None
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(name, **options)
+        except Exception as error:
+            raise UserError(f"cannot load the tokenizer of {name} ({type(error).__name__}: {first_line(error)}); save the "
+                            "model's tokenizer beside it (tokenizer.save_pretrained) so the text is split the way the model "
+                            "was trained") from None
+    finally:
+        transformers_logging.set_verbosity(previous)
+    if missing := sorted(loading["missing_keys"]):  # transformers fills them with random numbers, and says so only in a log
+        raise UserError(f"the weights of {name} lack {len(missing)} tensor(s) its config.json needs ({', '.join(missing[:3])}"
+                        f"{', ...' if len(missing) > 3 else ''}): a damaged or mismatched weights file; save the model again")
     check_tokenizer_matches(model, tokenizer, name)
     return model.eval(), tokenizer
 
