@@ -13,7 +13,9 @@ changing, not the sample). The history is a list of
 
 import math
 import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
+from typing import Iterator
 
 import torch
 from tqdm.auto import tqdm
@@ -126,6 +128,24 @@ def overfitting_note(history: list[dict], patience: int = 3, margin: float = 0.0
     return ""
 
 
+@contextmanager
+def out_of_memory_as_one_line(description: str, batch_size: int, block_size: int, progress) -> Iterator[None]:
+    """Running out of memory while training becomes one line that names the batch and the fix.
+
+    On CPU an allocation torch cannot make raises a plain RuntimeError ("DefaultCPUAllocator: can't allocate
+    memory"); on a GPU, torch.OutOfMemoryError (a RuntimeError too). The scripts' memory guard estimates before
+    training; this catches what an estimate cannot see (finetune_hf.py's models, memory other programs took).
+    """
+    try:
+        yield
+    except RuntimeError as error:
+        if not (isinstance(error, torch.OutOfMemoryError) or "can't allocate memory" in str(error)):
+            raise
+        progress.close()
+        raise UserError(f"{description}: out of memory with batches of {batch_size} windows of {block_size} tokens; "
+                        "nothing was saved; lower --batch-size") from None
+
+
 def train(model, train_data: torch.Tensor, val_data: torch.Tensor, config: TrainConfig, device, description="training",
           show_progress: bool = True, parameter_groups=None, draw_batch=None, keep_best: bool = False) -> TrainResult:
     """Train `model` in place on random windows of train_data; return the history and measurements.
@@ -159,32 +179,33 @@ def train(model, train_data: torch.Tensor, val_data: torch.Tensor, config: Train
 
     wall_start = time.perf_counter()
     progress = tqdm(range(config.steps), desc=description, disable=not show_progress, leave=False, dynamic_ncols=True)
-    evaluate(0)
-    for step in progress:
-        step_start = time.perf_counter()
-        for group in optimizer.param_groups:
-            group["lr"] = learning_rate_at(step, config) * group["lr_multiplier"]
-        if draw_batch is None:
-            x, y = get_batch(train_data, block_size, config.batch_size, generator, device)
-        else:
-            x, y = (tensor.to(device) for tensor in draw_batch(generator))
-        if processes > 1:  # every process drew the same global batch; each trains on its own slice of it
-            x, y = local_share(x, y)
-        _, loss = step_model(x, y)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], config.grad_clip)
-        optimizer.step()
-        result.train_seconds += time.perf_counter() - step_start
-        result.tokens_seen += x.numel() * processes
-        loss_value = loss.item() if processes == 1 else mean_over_processes(loss.item())  # the global batch's loss
-        progress.set_postfix(loss=f"{loss_value:.3f}")
-        if not math.isfinite(loss_value):  # diverged: every later step would only spread NaN, and nothing may be saved
-            progress.close()
-            raise UserError(f"{description}: the loss became {loss_value} at step {step + 1} (training diverged); "
-                            "nothing was saved; lower --lr")
-        if (step + 1) % config.eval_interval == 0 or step + 1 == config.steps:
-            evaluate(step + 1)
+    with out_of_memory_as_one_line(description, config.batch_size, block_size, progress):
+        evaluate(0)
+        for step in progress:
+            step_start = time.perf_counter()
+            for group in optimizer.param_groups:
+                group["lr"] = learning_rate_at(step, config) * group["lr_multiplier"]
+            if draw_batch is None:
+                x, y = get_batch(train_data, block_size, config.batch_size, generator, device)
+            else:
+                x, y = (tensor.to(device) for tensor in draw_batch(generator))
+            if processes > 1:  # every process drew the same global batch; each trains on its own slice of it
+                x, y = local_share(x, y)
+            _, loss = step_model(x, y)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], config.grad_clip)
+            optimizer.step()
+            result.train_seconds += time.perf_counter() - step_start
+            result.tokens_seen += x.numel() * processes
+            loss_value = loss.item() if processes == 1 else mean_over_processes(loss.item())  # the global batch's loss
+            progress.set_postfix(loss=f"{loss_value:.3f}")
+            if not math.isfinite(loss_value):  # diverged: every later step would only spread NaN, and nothing may be saved
+                progress.close()
+                raise UserError(f"{description}: the loss became {loss_value} at step {step + 1} (training diverged); "
+                                "nothing was saved; lower --lr")
+            if (step + 1) % config.eval_interval == 0 or step + 1 == config.steps:
+                evaluate(step + 1)
     progress.close()
     if not all(torch.isfinite(p).all() for p in model.parameters() if p.requires_grad):
         raise UserError(f"{description}: the weights became NaN or infinite (training diverged); nothing was saved; lower --lr")

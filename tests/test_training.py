@@ -1,6 +1,8 @@
+import pytest
 import torch
 
 from conftest import tiny_model
+from minigpt.plumbing.errors import UserError
 from minigpt.training import TrainConfig, learning_rate_at, train
 
 # A repeating pattern a tiny model can learn in a few steps.
@@ -58,3 +60,31 @@ def test_learning_rate_warms_up_then_decays_to_the_floor():
     assert abs(learning_rate_at(100, config) - 0.1) < 1e-9
     rates = [learning_rate_at(s, config) for s in range(10, 101)]
     assert all(a >= b for a, b in zip(rates, rates[1:]))
+
+
+CPU_ALLOCATION_FAILED = RuntimeError("[enforce fail at alloc_cpu.cpp:127] DefaultCPUAllocator: can't allocate memory")
+
+
+@pytest.mark.parametrize("error, becomes_one_line", [
+    (CPU_ALLOCATION_FAILED, True),
+    (torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"), True),
+    (RuntimeError("mat1 and mat2 shapes cannot be multiplied"), False),  # a bug, not the user's batch: its traceback stays
+])
+def test_running_out_of_memory_while_training_is_one_line_that_names_the_batch(error, becomes_one_line):
+    model = tiny_model()
+    calls = []
+
+    def forward(*args, **kwargs):  # the first evaluation works; the training step's allocation fails
+        calls.append(1)
+        if len(calls) > 2:
+            raise error
+        return type(model).forward(model, *args, **kwargs)
+
+    model.forward = forward
+    data = torch.randint(50, (500,))
+    config = TrainConfig(steps=3, batch_size=4, eval_interval=3, eval_batches=1)
+    with pytest.raises(UserError if becomes_one_line else type(error)) as raised:
+        train(model, data, data, config, "cpu", show_progress=False)
+    if becomes_one_line:
+        message = str(raised.value)
+        assert "out of memory with batches of 4 windows of 16 tokens" in message and "lower --batch-size" in message
