@@ -50,12 +50,19 @@ def load_everything(args, device):
         raise UserError(f"{metrics_file} does not exist; {RUN_FINETUNE}")
     try:
         metrics = read_json_file(metrics_file, "metrics file")
-        missing = [name for name in METHODS if name not in metrics["methods"]]
-        if missing:
-            raise UserError(f"{metrics_file} has no results for {', '.join(missing)}; run python train_finetune.py --method all")
+    except ValueError as error:  # not JSON, or nested too deep
+        raise UserError(f"{metrics_file} is corrupted ({error}); {RUN_FINETUNE}") from None
+    if not isinstance(metrics, dict) or not isinstance(metrics.get("methods"), dict):
+        raise UserError(f"{metrics_file} is corrupted (no \"methods\" object); {RUN_FINETUNE}")
+    missing = [name for name in METHODS if name not in metrics["methods"]]
+    if missing:
+        raise UserError(f"{metrics_file} has no results for {', '.join(missing)}; run python train_finetune.py --method all")
+    try:
         check_metrics(metrics)
-    except (ValueError, KeyError, TypeError, AttributeError) as error:
-        raise UserError(f"{metrics_file} is corrupted (bad or missing {error}); {RUN_FINETUNE}") from None
+    except KeyError as error:
+        raise UserError(f"{metrics_file} is corrupted (missing {error}); {RUN_FINETUNE}") from None
+    except (ValueError, TypeError, AttributeError) as error:
+        raise UserError(f"{metrics_file} is corrupted ({error}); {RUN_FINETUNE}") from None
     check_run_ids(results, metrics)
     if metrics.get("base_fingerprint") != model_fingerprint(base):
         raise UserError(f"the results in {results} were fine-tuned from another base than {args.pretrained}; {RUN_FINETUNE}")
