@@ -119,6 +119,17 @@ def test_a_hub_name_not_in_the_cache_is_one_line_and_never_looked_up_on_the_netw
     assert lookups == []
 
 
+def test_a_download_that_fails_does_not_tell_the_user_to_add_allow_download(tmp_path, monkeypatch, capsys):
+    def offline(*args, **kwargs):
+        raise OSError("We couldn't connect to 'https://huggingface.co' to load the files")
+
+    monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained", offline)
+    status, _, err = run_main("finetune_hf", ["--model", "nobody/no-such-model", "--allow-download", "--out", tmp_path / "o",
+                                              *FLAGS], monkeypatch, capsys)
+    assert_one_line_error(status, err, "couldn't connect", "network connection")
+    assert "add --allow-download" not in err
+
+
 def test_targets_the_model_lacks_are_named_with_the_layers_it_has(model_dir, tmp_path, monkeypatch, capsys):
     status, _, err = run_main("finetune_hf", ["--model", model_dir, "--target-modules", "c_attn", "--out", tmp_path / "o", *FLAGS],
                               monkeypatch, capsys)

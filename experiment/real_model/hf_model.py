@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from minigpt.plumbing.errors import UserError
 
 CACHE_HINT = "give a directory that holds config.json (as save_pretrained writes it), or add --allow-download to fetch it"
+DOWNLOAD_HINT = "with --allow-download: check the name on huggingface.co and this machine's network connection"
 
 
 def looks_like_a_path(name: str) -> bool:
@@ -36,6 +37,7 @@ def load_causal_lm(name: str, allow_download: bool = False, dtype: torch.dtype =
 
     transformers_logging.disable_progress_bar()  # its loading and saving bars; the training loop shows the one that matters
 
+    hint = CACHE_HINT
     if looks_like_a_path(name):
         path = Path(name).expanduser()
         if not path.exists():
@@ -45,6 +47,8 @@ def load_causal_lm(name: str, allow_download: bool = False, dtype: torch.dtype =
         name = str(path)
     elif not allow_download:
         name = cached_snapshot(name)
+    else:
+        hint = DOWNLOAD_HINT  # a Hub name the user asked to download: saying "add --allow-download" would not help
     options = {"local_files_only": not allow_download}
     previous = transformers_logging.get_verbosity()
     transformers_logging.set_verbosity_error()  # its many-line loading reports: what matters is checked below, in one line
@@ -55,7 +59,7 @@ def load_causal_lm(name: str, allow_download: bool = False, dtype: torch.dtype =
             model, loading = AutoModelForCausalLM.from_pretrained(name, dtype=dtype, output_loading_info=True, **options)
         except Exception as error:
             raise UserError(f"cannot load a causal language model from {name} ({type(error).__name__}: {first_line(error)}); "
-                            f"its files are damaged or not a model transformers knows; {CACHE_HINT}") from None
+                            f"its files are damaged or not a model transformers knows; {hint}") from None
         try:
             tokenizer = AutoTokenizer.from_pretrained(name, **options)
         except Exception as error:
