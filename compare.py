@@ -54,7 +54,7 @@ def main() -> None:
     start = time.perf_counter()
     # it writes into the folder it reads (not while train_finetune.py swaps it): another folder must hold the models too
     with output_argument("--results", "copy the results folder somewhere writable and pass that as --results"), \
-            output_lock(args.results):
+            output_lock(args.results, replaced_whole=False):
         comparison = run_comparison(args)
     print_table(comparison)
     print(f"\nwrote {Path(args.results)}/comparison.md, comparison.json and 5 plots in {time.perf_counter() - start:.1f} s")

@@ -89,7 +89,7 @@ def main() -> None:
     args = parse_args()
     apply_threads(args.threads)
     ensure_writable_dir(args.out)  # a file, /proc or a read-only place: one line now, not a traceback after the first run
-    with output_lock(args.out):
+    with output_lock(args.out, replaced_whole=False):  # it writes files inside --out
         run_named_study(args)
 
 

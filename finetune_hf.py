@@ -30,6 +30,7 @@ from lora.config import DEFAULT_TARGETS, LoRAConfig
 from minigpt.plumbing.errors import run_cli
 from minigpt.plumbing.flags import (ArgumentParser, add_common_flags, batch_size_flag, eval_batches_flag,
                                    learning_rate, positive_float, positive_int, probability, steps_flag)
+from minigpt.plumbing.output_lock import output_lock
 
 
 def comma_names(text: str) -> list[str]:
@@ -65,7 +66,8 @@ def parse_args():
 def main() -> None:
     args = parse_args()
     start = time.perf_counter()
-    summary = run_hf_finetuning(args)
+    with output_lock(args.out):  # like every writer: a second run on the same --out is refused, and the name checked, now
+        summary = run_hf_finetuning(args)
     print(f"\nsaved under {summary['out']}/: adapter (PEFT format), merged (save_pretrained), metrics.json")
     header = f"{'method':<36} {'trainable params':>22} {'val loss':>9} {'time':>7}"
     print(header)

@@ -85,7 +85,7 @@ def add_variant_flags(parser) -> None:
     variants = parser.add_argument_group("LoRA variants (PEFT's names; see docs/variants.md)")
     variants.add_argument("--use-rslora", action="store_true", help="rsLoRA: scale the update by alpha/sqrt(r) instead of alpha/r")
     variants.add_argument("--use-dora", action="store_true", help="DoRA: a trainable magnitude per output feature, LoRA on the direction")
-    variants.add_argument("--loraplus-lr-ratio", type=positive_float_up_to(10_000, "B's rate is this times the learning rate"),
+    variants.add_argument("--loraplus-lr-ratio", type=positive_float_up_to(10_000, "B's rate, this times --lr, must stay a rate"),
                           default=None,
                           help="LoRA+: B's learning rate is this many times A's (the paper suggests 16); off if not given")
     variants.add_argument("--quantize-base", choices=QUANTIZE_CHOICES, default="none",

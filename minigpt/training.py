@@ -128,18 +128,24 @@ def overfitting_note(history: list[dict], patience: int = 3, margin: float = 0.0
     return ""
 
 
+def is_out_of_memory(error: BaseException) -> bool:
+    """Whether torch ran out of memory: on CPU a plain RuntimeError ("DefaultCPUAllocator: can't allocate memory"),
+    on CUDA torch.OutOfMemoryError, on Apple's MPS a RuntimeError ("MPS backend out of memory")."""
+    return isinstance(error, torch.OutOfMemoryError) or (
+        isinstance(error, RuntimeError) and ("can't allocate memory" in str(error) or "out of memory" in str(error)))
+
+
 @contextmanager
 def out_of_memory_as_one_line(description: str, batch_size: int, block_size: int, progress) -> Iterator[None]:
     """Running out of memory while training becomes one line that names the batch and the fix.
 
-    On CPU an allocation torch cannot make raises a plain RuntimeError ("DefaultCPUAllocator: can't allocate
-    memory"); on a GPU, torch.OutOfMemoryError (a RuntimeError too). The scripts' memory guard estimates before
-    training; this catches what an estimate cannot see (finetune_hf.py's models, memory other programs took).
+    The scripts' memory guard estimates before training; this catches what an estimate cannot see
+    (finetune_hf.py's models, memory other programs took meanwhile).
     """
     try:
         yield
     except RuntimeError as error:
-        if not (isinstance(error, torch.OutOfMemoryError) or "can't allocate memory" in str(error)):
+        if not is_out_of_memory(error):
             raise
         progress.close()
         raise UserError(f"{description}: out of memory with batches of {batch_size} windows of {block_size} tokens; "

@@ -69,13 +69,15 @@ def test_a_damaged_metrics_file_is_a_one_line_error(pipeline, tmp_path, monkeypa
     shutil.copytree(pipeline["results"], copy)
     metrics = json.loads((copy / "metrics.json").read_text())
     del metrics["methods"]["lora"]["trainable_state_bytes"]
+    wrong_type = json.loads((pipeline["results"] / "metrics.json").read_text())
+    wrong_type["methods"]["lora"]["parameters"] = []
     for damaged, fragment in ((metrics, "missing 'trainable_state_bytes'"), ({**metrics, "methods": None}, 'no "methods" object'),
-                              ("{not json", "metrics.json is corrupted")):
+                              ("{not json", "metrics.json is corrupted"), (wrong_type, "a field has the wrong type")):
         (copy / "metrics.json").write_text(damaged if isinstance(damaged, str) else json.dumps(damaged))
         status, _, err = run_main("compare", ["--pretrained", pipeline["pretrained"], "--results", copy, *FINETUNE_DATA_FLAGS],
                                   monkeypatch, capsys)
         assert_one_line_error(status, err, "metrics.json is corrupted", fragment)
-        assert "NoneType" not in err and "bad or missing" not in err  # a sentence, not Python's words
+        assert "NoneType" not in err and "list indices" not in err  # a sentence, not Python's words
 
 
 def test_a_tampered_variants_section_or_a_variant_from_another_run_is_one_line(pipeline, tmp_path, monkeypatch, capsys):

@@ -28,8 +28,10 @@ def folder_with(path, *files: str):
 def test_a_users_look_alike_folders_and_another_outputs_backup_are_left_alone(tmp_path):
     folder_with(tmp_path / "res", "metrics.json")
     mine = [folder_with(tmp_path / ".res.mybackup.old", "NOTES.txt"), tmp_path / ".res.draft.tmp",
-            folder_with(tmp_path / f".res.v2.{DEAD}.old", "metrics.json")]  # res.v2's only copy after a killed swap
+            folder_with(tmp_path / f".res.v2.{DEAD}.old", "metrics.json"),  # res.v2's only copy after a killed swap
+            tmp_path / f".res.{DEAD}.tmp\n"]  # one character more than a temporary's name
     mine[1].write_text("draft")
+    mine[3].write_text("a file of the user's")
     ours = folder_with(tmp_path / f".res.{DEAD}.tmp", "half")
     recover_directory(tmp_path / "res")
     assert all(path.exists() for path in mine) and not ours.exists()
@@ -92,3 +94,12 @@ def test_an_output_name_too_long_for_its_temporaries_is_one_line_before_any_trai
     assert status == 2 and len(err.strip().splitlines()) == 1, err
     assert "240 bytes" in err and "at most 233 bytes" in err and "choose another --out" in err
     assert list(tmp_path.iterdir()) == []
+
+
+def test_an_output_that_only_holds_a_lock_beside_it_may_have_a_longer_name(tmp_path):
+    long = tmp_path / ("b" * 240)  # compare.py's --results, experiments.py's --out: files go inside, only the lock beside
+    with output_lock(long, replaced_whole=False):
+        assert (tmp_path / f".{long.name}.lock").is_file()
+    with pytest.raises(UserError, match="at most 233 bytes"):
+        with output_lock(long):
+            pass

@@ -51,7 +51,7 @@ def leftovers(path):
 
 def temporary_kinds(path) -> set[str]:
     """The kinds (tmp, old) of the save's own temporaries beside `path`; the output lock does not count."""
-    return {match[2] for p in path.parent.iterdir() if (match := TEMPORARY_NAME.match(p.name)) and match["name"] == path.name}
+    return {match["kind"] for p in path.parent.iterdir() if (match := TEMPORARY_NAME.fullmatch(p.name)) and match["name"] == path.name}
 
 
 # (point, portable fallback?, which model the path must hold after the next load, the temporaries the kill leaves):

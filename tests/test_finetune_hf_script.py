@@ -110,6 +110,12 @@ def test_a_missing_model_directory_is_one_line_and_exit_2(tmp_path, monkeypatch,
     assert_one_line_error(status, err, "nowhere does not exist")
 
 
+def test_an_out_name_too_long_for_its_temporaries_is_one_line_before_the_model_loads(tmp_path, monkeypatch, capsys):
+    status, _, err = run_main("finetune_hf", ["--model", tmp_path / "nowhere", "--out", tmp_path / ("b" * 240), *FLAGS],
+                              monkeypatch, capsys)
+    assert_one_line_error(status, err, "240 bytes long", "at most 233 bytes")  # not "nowhere does not exist": checked first
+
+
 def test_a_hub_name_not_in_the_cache_is_one_line_and_never_looked_up_on_the_network(tmp_path, monkeypatch, capsys):
     lookups = []
     monkeypatch.setattr(socket, "getaddrinfo", lambda *args, **kwargs: lookups.append(args) or [])
@@ -117,6 +123,35 @@ def test_a_hub_name_not_in_the_cache_is_one_line_and_never_looked_up_on_the_netw
     assert_one_line_error(status, err, "nobody/no-such-model is neither a directory nor a model in the Hugging Face cache",
                           "--allow-download")
     assert lookups == []
+
+
+@pytest.mark.parametrize("error, message", [
+    (RuntimeError("[enforce fail at alloc_cpu.cpp:127] DefaultCPUAllocator: can't allocate memory"), "not enough memory"),
+    (ImportError("LlamaTokenizer requires the SentencePiece library but it was not found"), "install it with pip"),
+])
+def test_loading_that_runs_out_of_memory_or_lacks_a_package_names_that_fix(model_dir, tmp_path, monkeypatch, capsys, error,
+                                                                            message):
+    def failing(*args, **kwargs):
+        raise error
+
+    monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained", failing)
+    status, _, err = run_main("finetune_hf", ["--model", model_dir, "--out", tmp_path / "o", *FLAGS], monkeypatch, capsys)
+    assert_one_line_error(status, err, message)
+    assert "damaged" not in err
+
+
+def test_tensors_that_belong_to_no_layer_are_named_in_one_warning_line(model_dir, tmp_path, capsys):
+    from safetensors.torch import load_file, save_file
+
+    from experiment.real_model.hf_model import load_causal_lm
+
+    extra = tmp_path / "extra"
+    shutil.copytree(model_dir, extra)
+    tensors = load_file(extra / "model.safetensors")
+    save_file({**tensors, "model.layers.7.mystery.weight": torch.zeros(2)}, extra / "model.safetensors", {"format": "pt"})
+    load_causal_lm(str(extra))
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("warning: 1 tensor(s)") and "model.layers.7.mystery.weight" in err[0], err
 
 
 def test_a_download_that_fails_does_not_tell_the_user_to_add_allow_download(tmp_path, monkeypatch, capsys):

@@ -116,7 +116,7 @@ TRAINING_FLAG_BOUNDS = [(script, flag, value, message)
                                                      ("--batch-size", HUGE, "at most 1,000,000"),
                                                      ("--lrs" if script == "experiments" else "--lr", "1e300", "at most 1e+06"))
                         ] + [("finetune_hf", "--eval-batches", HUGE, "at most 10,000"),
-                             ("train_finetune", "--loraplus-lr-ratio", "1e300", "at most 10000")]
+                             ("train_finetune", "--loraplus-lr-ratio", "1e300", "at most 10,000")]
 
 
 @pytest.mark.parametrize("script, flag, value, message", TRAINING_FLAG_BOUNDS)

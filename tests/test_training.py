@@ -68,6 +68,7 @@ CPU_ALLOCATION_FAILED = RuntimeError("[enforce fail at alloc_cpu.cpp:127] Defaul
 @pytest.mark.parametrize("error, becomes_one_line", [
     (CPU_ALLOCATION_FAILED, True),
     (torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"), True),
+    (RuntimeError("MPS backend out of memory (MPS allocated: 1.2 GB, other allocations: 0 bytes)"), True),
     (RuntimeError("mat1 and mat2 shapes cannot be multiplied"), False),  # a bug, not the user's batch: its traceback stays
 ])
 def test_running_out_of_memory_while_training_is_one_line_that_names_the_batch(error, becomes_one_line):

@@ -61,8 +61,10 @@ def load_everything(args, device):
         check_metrics(metrics)
     except KeyError as error:
         raise UserError(f"{metrics_file} is corrupted (missing {error}); {RUN_FINETUNE}") from None
-    except (ValueError, TypeError, AttributeError) as error:
-        raise UserError(f"{metrics_file} is corrupted ({error}); {RUN_FINETUNE}") from None
+    except ValueError as error:  # check_metrics names the field
+        raise UserError(f"{metrics_file} is corrupted (bad {error}); {RUN_FINETUNE}") from None
+    except (TypeError, AttributeError):  # a list or a number where an object was expected, deeper than the checks go
+        raise UserError(f"{metrics_file} is corrupted (a field has the wrong type); {RUN_FINETUNE}") from None
     check_run_ids(results, metrics)
     if metrics.get("base_fingerprint") != model_fingerprint(base):
         raise UserError(f"the results in {results} were fine-tuned from another base than {args.pretrained}; {RUN_FINETUNE}")
@@ -80,9 +82,8 @@ def load_everything(args, device):
 
 
 def check_metrics(metrics: dict) -> None:
-    """Check the type of every figure compare.py reads, so a damaged metrics.json fails here, in one line."""
-    if not isinstance(metrics, dict) or not isinstance(metrics["methods"], dict):
-        raise ValueError("methods")
+    """Check the type of every figure compare.py reads, so a damaged metrics.json fails here, in one line.
+    (load_everything has checked that `methods` is an object holding every method.)"""
     for name in METHODS:
         check_record(name, metrics["methods"][name])
     if len({(metrics["methods"][n]["steps"], metrics["methods"][n]["batch_size"]) for n in METHODS}) != 1:

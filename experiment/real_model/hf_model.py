@@ -12,6 +12,7 @@ what to do, never a transformers traceback.
 and expects `(logits, loss)`, and reads `model.config.block_size`.
 """
 
+import sys
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -20,9 +21,11 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from minigpt.plumbing.errors import UserError
+from minigpt.training import is_out_of_memory
 
 CACHE_HINT = "give a directory that holds config.json (as save_pretrained writes it), or add --allow-download to fetch it"
 DOWNLOAD_HINT = "with --allow-download: check the name on huggingface.co and this machine's network connection"
+DIRECTORY_HINT = "save or copy the model directory again (save_pretrained writes it whole)"
 
 
 def looks_like_a_path(name: str) -> bool:
@@ -44,7 +47,7 @@ def load_causal_lm(name: str, allow_download: bool = False, dtype: torch.dtype =
             raise UserError(f"model directory {path} does not exist; {CACHE_HINT}")
         if not (path / "config.json").is_file():
             raise UserError(f"{path} holds no config.json, so it is not a Hugging Face model directory; {CACHE_HINT}")
-        name = str(path)
+        name, hint = str(path), DIRECTORY_HINT  # it was found: a failure below is in its files
     elif not allow_download:
         name = cached_snapshot(name)
     else:
@@ -58,19 +61,21 @@ def load_causal_lm(name: str, allow_download: bool = False, dtype: torch.dtype =
         try:
             model, loading = AutoModelForCausalLM.from_pretrained(name, dtype=dtype, output_loading_info=True, **options)
         except Exception as error:
-            raise UserError(f"cannot load a causal language model from {name} ({type(error).__name__}: {first_line(error)}); "
-                            f"its files are damaged or not a model transformers knows; {hint}") from None
+            raise loading_error(f"a causal language model from {name}", error,
+                                f"its files are damaged or not a model transformers knows; {hint}") from None
         try:
             tokenizer = AutoTokenizer.from_pretrained(name, **options)
         except Exception as error:
-            raise UserError(f"cannot load the tokenizer of {name} ({type(error).__name__}: {first_line(error)}); save the "
-                            "model's tokenizer beside it (tokenizer.save_pretrained) so the text is split the way the model "
-                            "was trained") from None
+            raise loading_error(f"the tokenizer of {name}", error, "save the model's tokenizer beside it "
+                                "(tokenizer.save_pretrained) so the text is split the way the model was trained") from None
     finally:
         transformers_logging.set_verbosity(previous)
     if missing := sorted(loading["missing_keys"]):  # transformers fills them with random numbers, and says so only in a log
         raise UserError(f"the weights of {name} lack {len(missing)} tensor(s) its config.json needs ({', '.join(missing[:3])}"
-                        f"{', ...' if len(missing) > 3 else ''}): a damaged or mismatched weights file; save the model again")
+                        f"{', ...' if len(missing) > 3 else ''}): a damaged or mismatched weights file; {DIRECTORY_HINT}")
+    if unused := sorted(loading["unexpected_keys"]):  # ignored by transformers; said here since its own report is silenced
+        print(f"warning: {len(unused)} tensor(s) in the weights of {name} belong to no layer of the model and are ignored "
+              f"({', '.join(unused[:3])}{', ...' if len(unused) > 3 else ''})", file=sys.stderr)
     check_tokenizer_matches(model, tokenizer, name)
     return model.eval(), tokenizer
 
@@ -89,6 +94,15 @@ def cached_snapshot(name: str) -> str:
         return snapshot_download(name, local_files_only=True)
     except (LocalEntryNotFoundError, OSError, ValueError):
         raise UserError(f"{name} is neither a directory nor a model in the Hugging Face cache; {CACHE_HINT}") from None
+
+
+def loading_error(what: str, error: Exception, fix: str) -> UserError:
+    """One line for an exception from transformers while loading `what`, with the fix that fits its kind."""
+    if isinstance(error, MemoryError) or is_out_of_memory(error):
+        return UserError(f"not enough memory to load {what} ({first_line(error)}); try --dtype bfloat16, or a smaller model")
+    if isinstance(error, ImportError):  # a tokenizer that needs sentencepiece, protobuf or tiktoken
+        return UserError(f"loading {what} needs a package that is not installed ({first_line(error)}); install it with pip")
+    return UserError(f"cannot load {what} ({type(error).__name__}: {first_line(error)}); {fix}")
 
 
 def first_line(error: BaseException) -> str:

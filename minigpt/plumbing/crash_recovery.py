@@ -19,16 +19,18 @@ from minigpt.plumbing.reading import parse_json
 
 
 NAME_MAX = 255  # bytes in one file name (Linux, macOS)
-ADDED_BYTES = len("..4194304-0123abcd.tmp")  # what the longest temporary's name adds to its output's (pid_max is 2**22)
+# what a temporary's name adds to its output's: ".", ".", the pid (pid_max is at most 2**22), "-", 8 hex digits, ".tmp"
+TEMPORARY_BYTES = len(".." + str(2**22) + "-" + "0" * 8 + ".tmp")
+LOCK_BYTES = len("." + ".lock")
 
 
-def check_name_length(path: Path) -> None:
-    """A UserError, before any work, if the temporaries and lock beside `path` could not be named: its name is legal
-    but each of them adds up to ADDED_BYTES to it, and the file system refuses names over NAME_MAX bytes."""
+def check_name_length(path: Path, added: int = TEMPORARY_BYTES) -> None:
+    """A UserError, before any work, if the files written beside `path` (temporaries, or only its lock) could not be
+    named: its own name is legal, but theirs add `added` bytes to it, and a file name may have NAME_MAX bytes."""
     length = len(os.fsencode(path.name))
-    if length > NAME_MAX - ADDED_BYTES:
-        raise UserError(f"the output name {path.name[:24]}... is {length} bytes long, and the temporary files written beside "
-                        f"it add {ADDED_BYTES} to it: use a name of at most {NAME_MAX - ADDED_BYTES} bytes; {another_output()}")
+    if length > NAME_MAX - added:
+        raise UserError(f"the output name {path.name[:24]}... is {length} bytes long, and the files written beside it add "
+                        f"{added} to it: use a name of at most {NAME_MAX - added} bytes; {another_output()}")
 
 
 def _temporary_sibling(path: Path, kind: str) -> Path:
@@ -38,12 +40,9 @@ def _temporary_sibling(path: Path, kind: str) -> Path:
 
 
 def _writer_alive(sibling: Path) -> bool:
-    """Whether the process whose pid names this temporary still runs."""
-    try:
-        pid = int(sibling.name.rsplit(".", 2)[1].split("-")[0])
-    except (ValueError, IndexError):
-        return False
-    return _pid_alive(pid)  # this process too: a save in progress (the `finally` that made it removes it)
+    """Whether the process whose pid names this temporary (a TEMPORARY_NAME) still runs."""
+    match = TEMPORARY_NAME.fullmatch(sibling.name)
+    return match is not None and _pid_alive(int(match["pid"]))  # this process too: a save in progress
 
 
 def _read_lock(lock: Path) -> dict | None:
@@ -74,13 +73,15 @@ def _pid_alive(pid) -> bool:
     return True
 
 
-TEMPORARY_NAME = re.compile(r"^\.(?P<name>.+)\.\d+-[0-9a-f]{8}\.(tmp|old)$")  # _temporary_sibling's names
+# _temporary_sibling's names, matched whole (fullmatch): DOTALL and [0-9], so an output named with a newline or a
+# non-ASCII digit is still told apart. Digits hold no dot, so the name before them is read one way only.
+TEMPORARY_NAME = re.compile(r"\.(?P<name>.+)\.(?P<pid>[0-9]+)-[0-9a-f]{8}\.(?P<kind>tmp|old)", re.DOTALL)
 
 
 def remove_stale_temporaries(directory: Path) -> None:
     """Inside `directory`: finish or delete every temporary of this project's naming whose writer is dead."""
     try:
-        names = {match["name"] for entry in directory.iterdir() if (match := TEMPORARY_NAME.match(entry.name))}
+        names = {match["name"] for entry in directory.iterdir() if (match := TEMPORARY_NAME.fullmatch(entry.name))}
     except OSError:
         return
     for name in names:
@@ -101,7 +102,7 @@ def recover_directory(path: str | Path) -> None:
         return
     try:  # exactly the names _temporary_sibling gives: `.res.backup.old` or another output's `.res.v2.<pid>-....old` are
         # the user's, never touched
-        siblings = [p for p in parent.iterdir() if (match := TEMPORARY_NAME.match(p.name)) and match["name"] == path.name]
+        siblings = [p for p in parent.iterdir() if (match := TEMPORARY_NAME.fullmatch(p.name)) and match["name"] == path.name]
     except OSError:
         return
     lock = parent / f".{path.name}.lock"
@@ -109,7 +110,7 @@ def recover_directory(path: str | Path) -> None:
     if holder is not None and holder.get("host") == socket.gethostname() and not _pid_alive(holder.get("pid")):
         lock.unlink(missing_ok=True)  # output_lock's file of a run that was killed
     siblings = [p for p in siblings if not _writer_alive(p)]
-    # an .old is a whole directory moved aside; a symlink or file of that name is no backup of ours
+    # an .old is a whole directory moved aside; a link or file of that name is never restored (and is deleted below)
     olds = sorted((p for p in siblings if p.name.endswith(".old") and p.is_dir() and not p.is_symlink()), key=_modified)
     if olds and not os.path.lexists(path):
         backup = olds.pop()  # the newest: the directory that was at `path` when the swap was killed

@@ -85,7 +85,7 @@ def positive_float_up_to(limit: float, why: str) -> Callable[[str], float]:
     def parse(text: str) -> float:
         value = positive_float(text)
         if value > limit:
-            raise argparse.ArgumentTypeError(f"must be at most {limit:g} ({why}), got {value:g}")
+            raise argparse.ArgumentTypeError(f"must be at most {limit:,g} ({why}), got {text}")
         return value
     return parse
 

@@ -13,12 +13,12 @@ from pathlib import Path
 from typing import Iterator
 
 from minigpt.plumbing.atomic_writes import ensure_writable_dir
-from minigpt.plumbing.crash_recovery import _pid_alive, _read_lock, check_name_length
+from minigpt.plumbing.crash_recovery import LOCK_BYTES, TEMPORARY_BYTES, _pid_alive, _read_lock, check_name_length
 from minigpt.plumbing.errors import UserError, another_output
 
 
 @contextmanager
-def output_lock(path: str | Path) -> Iterator[None]:
+def output_lock(path: str | Path, replaced_whole: bool = True) -> Iterator[None]:
     """Hold `.<name>.lock` beside the output `path` while a run writes it: a second run on the same --out is refused.
 
     Two runs writing one results folder would each swap in their own set and one run's models would be
@@ -26,7 +26,9 @@ def output_lock(path: str | Path) -> Iterator[None]:
     died on this host (kill -9, power loss) is taken over, so a crash never blocks the next run.
     """
     path = Path(os.path.realpath(path))  # a symlinked --out and its target share one lock
-    check_name_length(path)  # now, not after the training: the temporaries beside it must have a name
+    # now, not after the training: what is written beside it must have a name (temporaries, if the output is swapped in
+    # whole; else only the lock: compare.py and experiments.py write files inside their folder)
+    check_name_length(path, TEMPORARY_BYTES if replaced_whole else LOCK_BYTES)
     ensure_writable_dir(path.parent)
     lock = path.parent / f".{path.name}.lock"
     holder = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
