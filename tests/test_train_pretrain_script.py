@@ -1,4 +1,5 @@
 import json
+import os
 
 import pytest
 
@@ -41,6 +42,13 @@ def test_steps_zero_is_one_line_and_exit_2_from_a_real_process():
 def test_a_missing_corpus_is_named(tmp_path, monkeypatch, capsys):
     status, _, err = run_main("train_pretrain", ["--corpus", tmp_path / "none.txt", "--out", tmp_path / "m"], monkeypatch, capsys)
     assert_one_line_error(status, err, "none.txt does not exist")
+
+
+def test_a_corpus_that_is_a_device_or_a_pipe_is_named_as_such_not_missing(tmp_path, monkeypatch, capsys):
+    os.mkfifo(tmp_path / "pipe")
+    for corpus in ("/dev/null", tmp_path / "pipe"):
+        status, _, err = run_main("train_pretrain", ["--corpus", corpus, "--out", tmp_path / "m"], monkeypatch, capsys)
+        assert_one_line_error(status, err, "is not a regular file")
 
 
 def test_an_empty_corpus_is_named(tmp_path, monkeypatch, capsys):
