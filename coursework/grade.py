@@ -137,6 +137,8 @@ def csv_text(reports: list[dict], students: list[str]) -> str:
 
 
 def grade_folder(args) -> None:
+    if args.out != "PATH/grade.json":  # one copy's report: a class writes one CSV, so an --out given would be ignored
+        raise UserError("--out names one copy's report; with --submissions the grades go to one CSV: use --csv")
     folder = Path(args.submissions)
     if not folder.is_dir():
         raise UserError(f"--submissions {folder} is not a directory; give the folder that holds one folder per student")

@@ -219,6 +219,9 @@ def make_handout(repo: Path, out: Path) -> int:
     if is_inside(out, repo):
         raise HandoutError(f"{out} lies inside the repository {repo}; choose a directory outside it")
     if not out.parent.is_dir():
+        blocking = next((p for p in out.parents if p.exists()), None)  # a file where a folder of the path should be
+        if blocking is not None and not blocking.is_dir():
+            raise HandoutError(f"{blocking} is a file, so {out} cannot be made there; choose another directory")
         raise HandoutError(f"{out.parent} does not exist; create it first")
     handle, lock_path = lock_beside(out)
     staging = None

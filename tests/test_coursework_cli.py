@@ -60,6 +60,12 @@ def test_a_full_disk_or_read_only_output_is_one_line(tmp_path, capsys, monkeypat
     assert sorted(p.name for p in path.iterdir()) == ["lora", "minigpt"]  # no lock, no half-written report
 
 
+def test_out_with_submissions_is_refused_not_ignored(tmp_path, capsys):
+    (tmp_path / "submissions" / "alice").mkdir(parents=True)
+    line = one_error_line(capsys, ["--submissions", str(tmp_path / "submissions"), "--out", str(tmp_path / "g.json")])
+    assert "--csv" in line
+
+
 @pytest.mark.parametrize("flag", ["--out", "--csv"])
 def test_an_output_that_is_a_directory_is_refused_before_grading_and_names_its_flag(tmp_path, capsys, monkeypatch, flag):
     monkeypatch.setattr(grade, "grade_paths", lambda *args, **kwargs: pytest.fail("graded before the output was checked"))

@@ -136,6 +136,11 @@ def test_bad_output_directories_are_refused_with_one_line(tmp_path, capsys, wher
     assert not (REPO / "coursework" / "not_here").exists()
 
 
+def test_a_file_on_the_output_path_is_named_not_called_missing(tmp_path, capsys):
+    (tmp_path / "notes").write_text("x")
+    assert "notes is a file" in refused(capsys, [str(tmp_path / "notes" / "sub" / "handout")])
+
+
 def test_a_second_build_into_the_same_place_is_refused(tmp_path, capsys):
     out = tmp_path / "handout"
     with open(tmp_path / ".handout.lock", "a") as lock:  # what a build in progress holds
