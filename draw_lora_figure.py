@@ -23,7 +23,7 @@ signal.signal(signal.SIGINT, lambda *_: (print("interrupted during start-up; not
 from minigpt.plumbing.atomic_writes import atomic_save_figure
 from minigpt.config import GPTConfig
 from minigpt.plumbing.errors import UserError, run_cli
-from minigpt.plumbing.flags import ArgumentParser, positive_float, positive_int
+from minigpt.plumbing.flags import ArgumentParser, lora_alpha, positive_int
 
 from lora.config import LoRAConfig
 
@@ -167,7 +167,7 @@ def parse_args():
     parser.add_argument("--out", default="docs/lora_diagram.png", help="PNG file to write")
     parser.add_argument("--layer", default="q_proj", help="which linear layer of the default MiniGPT to draw")
     parser.add_argument("--rank", type=positive_int, default=defaults.r, help="LoRA rank r (train_finetune.py's default)")
-    parser.add_argument("--alpha", type=positive_float, default=defaults.lora_alpha, help="LoRA alpha (train_finetune.py's default)")
+    parser.add_argument("--alpha", type=lora_alpha, default=defaults.lora_alpha, help="LoRA alpha (train_finetune.py's default)")
     return parser.parse_args()
 
 

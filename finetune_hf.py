@@ -29,7 +29,7 @@ from experiment.training.methods import USER_ERRORS
 from lora.config import DEFAULT_TARGETS, LoRAConfig
 from minigpt.plumbing.errors import run_cli
 from minigpt.plumbing.flags import (ArgumentParser, add_common_flags, batch_size_flag, eval_batches_flag,
-                                   learning_rate, positive_float, positive_int, probability, steps_flag)
+                                   learning_rate, lora_alpha, positive_int, probability, steps_flag)
 from minigpt.plumbing.output_lock import output_lock
 
 
@@ -47,7 +47,7 @@ def parse_args():
                         help="comma-separated names of the linear layers LoRA adapts (Llama: q_proj,k_proj,v_proj,o_proj,"
                         "gate_proj,up_proj,down_proj)")
     parser.add_argument("--rank", type=positive_int, default=LoRAConfig.r, help="LoRA rank r")
-    parser.add_argument("--alpha", type=positive_float, default=LoRAConfig.lora_alpha, help="LoRA alpha: the update is scaled by alpha/r")
+    parser.add_argument("--alpha", type=lora_alpha, default=LoRAConfig.lora_alpha, help="LoRA alpha: the update is scaled by alpha/r")
     parser.add_argument("--dropout", type=probability, default=LoRAConfig.lora_dropout, help="dropout on the LoRA branch's input")
     parser.add_argument("--use-rslora", action="store_true", help="rsLoRA: scale the update by alpha/sqrt(r)")
     parser.add_argument("--use-dora", action="store_true", help="DoRA: a trainable magnitude per output feature")

@@ -38,7 +38,7 @@ from experiment.comparison.report import percent
 from lora.config import A_INITS, DEFAULT_TARGETS, QUANTIZE_CHOICES, LoRAConfig
 from minigpt.distributed import is_main_process, start_data_parallel, stop_data_parallel
 from minigpt.plumbing.errors import UserError, run_cli
-from minigpt.plumbing.flags import (ArgumentParser, add_common_flags, batch_size_flag, learning_rate, positive_float,
+from minigpt.plumbing.flags import (ArgumentParser, add_common_flags, batch_size_flag, learning_rate, lora_alpha,
                                    positive_float_up_to, positive_int, probability, steps_flag)
 from minigpt.plumbing.output_lock import output_lock
 
@@ -62,7 +62,7 @@ def parse_args():
     parser.add_argument("--eval-interval", type=positive_int, default=25, help="steps between loss evaluations")
     parser.add_argument("--train-last-k", type=int, default=None, help="layer freezing: blocks trained from the top (default: half of them)")
     parser.add_argument("--rank", type=positive_int, default=LoRAConfig.r, help="LoRA rank r")
-    parser.add_argument("--alpha", type=positive_float, default=LoRAConfig.lora_alpha,
+    parser.add_argument("--alpha", type=lora_alpha, default=LoRAConfig.lora_alpha,
                         help="LoRA alpha, fixed whatever the rank (as in the LoRA paper and PEFT): the update is scaled by alpha/r")
     parser.add_argument("--dropout", type=probability, default=LoRAConfig.lora_dropout, help="dropout on the LoRA branch's input")
     parser.add_argument("--targets", default=",".join(DEFAULT_TARGETS), help="comma-separated LoRA target layer names")

@@ -116,7 +116,9 @@ TRAINING_FLAG_BOUNDS = [(script, flag, value, message)
                                                      ("--batch-size", HUGE, "at most 1,000,000"),
                                                      ("--lrs" if script == "experiments" else "--lr", "1e300", "at most 1e+06"))
                         ] + [("finetune_hf", "--eval-batches", HUGE, "at most 10,000"),
-                             ("train_finetune", "--loraplus-lr-ratio", "1e300", "at most 10,000")]
+                             ("train_finetune", "--loraplus-lr-ratio", "1e300", "at most 10,000"),
+                             ("train_finetune", "--alpha", "1e300", "at most 100,000"),
+                             ("finetune_hf", "--alpha", "1e300", "at most 100,000")]
 
 
 @pytest.mark.parametrize("script, flag, value, message", TRAINING_FLAG_BOUNDS)
