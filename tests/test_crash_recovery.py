@@ -103,3 +103,10 @@ def test_an_output_that_only_holds_a_lock_beside_it_may_have_a_longer_name(tmp_p
     with pytest.raises(UserError, match="at most 233 bytes"):
         with output_lock(long):
             pass
+
+
+def test_a_run_that_fails_before_saving_leaves_no_empty_output_folder(tmp_path, monkeypatch, capsys):
+    out = tmp_path / "new" / "model"  # the scripts create it at once, to know they can write there
+    status, _, err = run_main("train_pretrain", ["--out", out, "--batch-size", "1000000"], monkeypatch, capsys)
+    assert status == 2 and "--batch-size" in err  # the memory guard, after the folder was made
+    assert not out.exists()

@@ -56,8 +56,16 @@ def output_lock(path: str | Path, replaced_whole: bool = True) -> Iterator[None]
         break
     else:
         raise UserError(f"could not take the lock {lock}; another run keeps taking it; try again")
+    existed = os.path.lexists(path)
     try:
         yield
+    except BaseException:
+        if not existed:  # made by this run to check it can write there, then the run failed: no empty folder left
+            try:
+                path.rmdir()  # only if empty: anything saved stays
+            except OSError:
+                pass
+        raise
     finally:
         if (_read_lock(lock) or {}).get("pid") == holder["pid"]:
             lock.unlink(missing_ok=True)
