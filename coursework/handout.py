@@ -213,9 +213,18 @@ def lock_beside(out: Path):
     return handle, lock_path
 
 
+# What a repository copy must hold for the handout to be the course: the library, its tests, the README students
+# start from, and the files the handout edits (a folder with only lora/ in it built a five-file "handout" before).
+REQUIRED = ("README.md", "requirements.txt", "lora/__init__.py", "minigpt/__init__.py", "tests/conftest.py",
+            *(name for name, _, _ in HANDOUT_PATCHES))
+
+
 def make_handout(repo: Path, out: Path) -> int:
     if not (repo / "lora").is_dir():
         raise HandoutError(f"{repo} is not the repository (it has no lora/)")
+    if missing := [name for name in dict.fromkeys(REQUIRED) if not (repo / name).is_file()]:
+        raise HandoutError(f"{repo} is not a whole copy of the repository (it lacks {', '.join(missing[:3])}"
+                           f"{', ...' if len(missing) > 3 else ''}); give --repo the repository's root")
     if is_inside(out, repo):
         raise HandoutError(f"{out} lies inside the repository {repo}; choose a directory outside it")
     if not out.parent.is_dir():

@@ -136,6 +136,14 @@ def test_bad_output_directories_are_refused_with_one_line(tmp_path, capsys, wher
     assert not (REPO / "coursework" / "not_here").exists()
 
 
+def test_a_repo_that_holds_only_lora_is_refused_not_handed_out(tmp_path, capsys):
+    (tmp_path / "repo" / "lora").mkdir(parents=True)
+    (tmp_path / "repo" / "lora" / "__init__.py").write_text("")
+    line = refused(capsys, [str(tmp_path / "out"), "--repo", str(tmp_path / "repo")])
+    assert "not a whole copy of the repository" in line and "README.md" in line
+    assert not (tmp_path / "out").exists()
+
+
 def test_a_file_on_the_output_path_is_named_not_called_missing(tmp_path, capsys):
     (tmp_path / "notes").write_text("x")
     assert "notes is a file" in refused(capsys, [str(tmp_path / "notes" / "sub" / "handout")])
