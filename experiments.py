@@ -88,8 +88,10 @@ def parse_args():
 def main() -> None:
     args = parse_args()
     apply_threads(args.threads)
-    ensure_writable_dir(args.out)  # a file, /proc or a read-only place: one line now, not a traceback after the first run
     with output_lock(args.out, replaced_whole=False):  # it writes files inside --out
+        # a file, /proc or a read-only place: one line now, not a traceback after the first run; made inside the lock,
+        # which removes it again if the study fails before writing anything
+        ensure_writable_dir(args.out)
         run_named_study(args)
 
 

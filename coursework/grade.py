@@ -110,6 +110,8 @@ def write(output: Path, text: str) -> None:
 
 
 def grade_one(args) -> None:
+    if args.csv != "SUBMISSIONS/grades.csv" or args.workers != 1:  # a class's flags: ignored for one copy, so refused
+        raise UserError("--csv and --workers apply to a folder of submissions; add --submissions FOLDER, or leave them out")
     root = Path(args.path)
     if not root.is_dir():
         raise UserError(f"{root} is not a directory; give the root of a repository copy")

@@ -19,8 +19,9 @@ and then
 
 The handout is built in a temporary directory beside OUT_DIR and renamed
 into place, so OUT_DIR is either complete or absent. Any problem (OUT_DIR not
-empty or inside the repository, a full disk, a read-only or /proc target,
-another build into the same place) ends in one line and exit status 2, with
+empty or inside the repository, a --repo that is not a whole repository copy,
+a full disk, a read-only or /proc target, another build into the same place)
+ends in one line and exit status 2, with
 the temporary directory removed; Ctrl-C likewise, with exit status 130.
 """
 
@@ -165,9 +166,7 @@ def student_readme_md(readme: str) -> str:
 
 def apply_patches(staging: Path) -> None:
     for name, old, new in HANDOUT_PATCHES:
-        path = staging / name
-        if not path.is_file():
-            continue
+        path = staging / name  # there: make_handout checked REQUIRED
         text = path.read_text(encoding="utf-8")
         if text.count(old) != 1:
             raise HandoutError(f"{name} no longer holds the solution text the handout replaces ({old.strip()[:60]!r}); "

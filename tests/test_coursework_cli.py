@@ -60,10 +60,13 @@ def test_a_full_disk_or_read_only_output_is_one_line(tmp_path, capsys, monkeypat
     assert sorted(p.name for p in path.iterdir()) == ["lora", "minigpt"]  # no lock, no half-written report
 
 
-def test_out_with_submissions_is_refused_not_ignored(tmp_path, capsys):
+def test_out_with_submissions_or_csv_without_them_is_refused_not_ignored(tmp_path, capsys):
     (tmp_path / "submissions" / "alice").mkdir(parents=True)
     line = one_error_line(capsys, ["--submissions", str(tmp_path / "submissions"), "--out", str(tmp_path / "g.json")])
     assert "--csv" in line
+    path = starter_copy(tmp_path / "copy")
+    for flags in (["--csv", str(tmp_path / "g.csv")], ["--workers", "2"]):
+        assert "--submissions" in one_error_line(capsys, [str(path), *flags])
 
 
 @pytest.mark.parametrize("flag", ["--out", "--csv"])

@@ -109,4 +109,18 @@ def test_a_run_that_fails_before_saving_leaves_no_empty_output_folder(tmp_path, 
     out = tmp_path / "new" / "model"  # the scripts create it at once, to know they can write there
     status, _, err = run_main("train_pretrain", ["--out", out, "--batch-size", "1000000"], monkeypatch, capsys)
     assert status == 2 and "--batch-size" in err  # the memory guard, after the folder was made
-    assert not out.exists()
+    assert not out.exists()  # the folder itself; a parent the run made ("new") stays
+
+
+@pytest.mark.parametrize("before", ["an empty folder", "nothing"])
+def test_a_failed_run_keeps_a_folder_it_did_not_make_or_that_holds_something(tmp_path, before):
+    out = tmp_path / "out"
+    if before == "an empty folder":
+        out.mkdir()
+    with pytest.raises(RuntimeError):
+        with output_lock(out):
+            out.mkdir(exist_ok=True)
+            if before == "nothing":
+                (out / "saved.txt").write_text("a file the run saved before it failed")
+            raise RuntimeError("the run fails")
+    assert out.is_dir()

@@ -119,7 +119,7 @@ def test_an_out_name_too_long_for_its_temporaries_is_one_line_before_the_model_l
 def test_a_file_given_as_the_model_directory_names_the_directory_to_give(model_dir, tmp_path, monkeypatch, capsys):
     status, _, err = run_main("finetune_hf", ["--model", model_dir / "config.json", "--out", tmp_path / "o", *FLAGS],
                               monkeypatch, capsys)
-    assert_one_line_error(status, err, "config.json is a file", "give the model directory")
+    assert_one_line_error(status, err, "config.json is not a directory", "give the model directory")
 
 
 def test_a_hub_name_not_in_the_cache_is_one_line_and_never_looked_up_on_the_network(tmp_path, monkeypatch, capsys):

@@ -46,7 +46,7 @@ def load_causal_lm(name: str, allow_download: bool = False, dtype: torch.dtype =
         if not path.exists():
             raise UserError(f"model directory {path} does not exist; {CACHE_HINT}")
         if not path.is_dir():  # e.g. the config.json inside it
-            raise UserError(f"{path} is a file; give the model directory that holds it (config.json and the weights)")
+            raise UserError(f"{path} is not a directory; give the model directory (the one holding config.json and the weights)")
         if not (path / "config.json").is_file():
             raise UserError(f"{path} holds no config.json, so it is not a Hugging Face model directory; {CACHE_HINT}")
         name, hint = str(path), DIRECTORY_HINT  # it was found: a failure below is in its files

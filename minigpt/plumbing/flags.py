@@ -93,7 +93,7 @@ def positive_float_up_to(limit: float, why: str) -> Callable[[str], float]:
 learning_rate = positive_float_up_to(MAX_LEARNING_RATE, "AdamW moves each weight by about the learning rate per step; "
                                                         "far smaller rates already diverge")
 MAX_LORA_ALPHA = 100_000.0  # alpha / r scales LoRA's update; common values are 8 to 512
-lora_alpha = positive_float_up_to(MAX_LORA_ALPHA, "alpha / r multiplies LoRA's update; past this it only overflows")
+lora_alpha = positive_float_up_to(MAX_LORA_ALPHA, "alpha / r multiplies LoRA's update; far smaller alphas already diverge")
 
 
 def probability(text: str) -> float:

@@ -25,7 +25,7 @@ def check_input_file(path: str | Path, what: str, fix: str = "") -> Path:
         raise UserError(f"{what} {path} is a directory, not a file{fix}")
     if not path.is_file():
         if path.exists():  # /dev/null, a pipe, a device: nothing this project could read whole and check
-            raise UserError(f"{what} {path} is not a regular file (a device or a pipe){fix or '; give a file'}")
+            raise UserError(f"{what} {path} is not a regular file (a device, pipe or socket){fix or '; give a file'}")
         raise UserError(f"{what} {path} does not exist{fix}")
     if not os.access(path, os.R_OK):
         raise UserError(f"{what} {path} is not readable (permission denied); fix its permissions")
