@@ -27,10 +27,11 @@ import time
 from experiment.real_model.hf_finetuning import DTYPES, run_hf_finetuning
 from experiment.training.methods import USER_ERRORS
 from lora.config import DEFAULT_TARGETS, LoRAConfig
-from minigpt.plumbing.errors import run_cli
+from minigpt.plumbing.errors import UserError, run_cli
 from minigpt.plumbing.flags import (ArgumentParser, add_common_flags, batch_size_flag, eval_batches_flag,
                                    learning_rate, lora_alpha, positive_int, probability, steps_flag)
 from minigpt.plumbing.output_lock import output_lock
+from minigpt.training import is_out_of_memory
 
 
 def comma_names(text: str) -> list[str]:
@@ -67,7 +68,13 @@ def main() -> None:
     args = parse_args()
     start = time.perf_counter()
     with output_lock(args.out):  # like every writer: a second run on the same --out is refused, and the name checked, now
-        summary = run_hf_finetuning(args)
+        try:
+            summary = run_hf_finetuning(args)
+        except RuntimeError as error:  # loading and the training loop say so themselves; this catches the rest
+            if not is_out_of_memory(error):  # (moving the model to a device, measuring losses, merging)
+                raise
+            raise UserError(f"out of memory ({str(error).strip().splitlines()[0]}); try --dtype bfloat16, a smaller "
+                            "--batch-size or --block-size, or a smaller model") from None
     print(f"\nsaved under {summary['out']}/: adapter (PEFT format), merged (save_pretrained), metrics.json")
     header = f"{'method':<36} {'trainable params':>22} {'val loss':>9} {'time':>7}"
     print(header)

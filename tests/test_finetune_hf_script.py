@@ -146,6 +146,15 @@ def test_loading_that_runs_out_of_memory_or_lacks_a_package_names_that_fix(model
     assert "damaged" not in err
 
 
+def test_running_out_of_memory_outside_the_training_loop_is_one_line(model_dir, tmp_path, monkeypatch, capsys):
+    def out_of_memory(*args, **kwargs):  # e.g. while the tokenised text is measured before training
+        raise RuntimeError("[enforce fail at alloc_cpu.cpp:127] DefaultCPUAllocator: can't allocate memory")
+
+    monkeypatch.setattr("experiment.real_model.hf_finetuning.check_targets", out_of_memory)
+    status, _, err = run_main("finetune_hf", ["--model", model_dir, "--out", tmp_path / "o", *FLAGS], monkeypatch, capsys)
+    assert_one_line_error(status, err, "out of memory", "--dtype bfloat16")
+
+
 def test_tensors_that_belong_to_no_layer_are_named_in_one_warning_line(model_dir, tmp_path, capsys):
     from safetensors.torch import load_file, save_file
 
