@@ -166,7 +166,7 @@ def student_readme_md(readme: str) -> str:
 
 def apply_patches(staging: Path) -> None:
     for name, old, new in HANDOUT_PATCHES:
-        path = staging / name  # there: make_handout checked REQUIRED
+        path = staging / name  # copied: make_handout checked REQUIRED in the repository, and git lists these files
         text = path.read_text(encoding="utf-8")
         if text.count(old) != 1:
             raise HandoutError(f"{name} no longer holds the solution text the handout replaces ({old.strip()[:60]!r}); "

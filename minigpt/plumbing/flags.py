@@ -49,14 +49,20 @@ def positive_int(text: str) -> int:
     return value
 
 
+def _at_most(parse: Callable[[str], float], limit: float, why: str) -> Callable[[str], float]:
+    """An argparse type: what `parse` accepts, up to `limit`; `why` says what the limit stands for."""
+    def bounded(text: str):
+        value = parse(text)
+        if value > limit:
+            shown = f"{limit:,}" if isinstance(limit, int) else f"{limit:,g}"
+            raise argparse.ArgumentTypeError(f"must be at most {shown} ({why}), got {text}")
+        return value
+    return bounded
+
+
 def whole_number_up_to(limit: int, why: str) -> Callable[[str], int]:
     """An argparse type: a whole number from 1 to `limit`; `why` says what the limit protects (work the user asked for)."""
-    def parse(text: str) -> int:
-        value = positive_int(text)
-        if value > limit:
-            raise argparse.ArgumentTypeError(f"must be at most {limit:,} ({why}), got {value:,}")
-        return value
-    return parse
+    return _at_most(positive_int, limit, why)
 
 
 def positive_float(text: str) -> float:
@@ -82,12 +88,7 @@ eval_batches_flag = whole_number_up_to(MAX_EVAL_BATCHES, WORK_BOUND)
 
 def positive_float_up_to(limit: float, why: str) -> Callable[[str], float]:
     """An argparse type: a number above 0 and at most `limit`; `why` says what the limit stands for."""
-    def parse(text: str) -> float:
-        value = positive_float(text)
-        if value > limit:
-            raise argparse.ArgumentTypeError(f"must be at most {limit:,g} ({why}), got {text}")
-        return value
-    return parse
+    return _at_most(positive_float, limit, why)
 
 
 learning_rate = positive_float_up_to(MAX_LEARNING_RATE, "AdamW moves each weight by about the learning rate per step; "

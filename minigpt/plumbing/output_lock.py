@@ -24,7 +24,7 @@ def output_lock(path: str | Path, replaced_whole: bool = True) -> Iterator[None]
     Two runs writing one results folder would each swap in their own set and one run's models would be
     silently dropped. The lock file names its holder (pid, host, start time); a lock whose process has
     died on this host (kill -9, power loss) is taken over, so a crash never blocks the next run. If the run fails,
-    the output folder itself (not parents) is removed when this run made it and nothing was saved in it.
+    the output folder itself (not its parents) is removed if it did not exist before this run and is still empty.
     """
     path = Path(os.path.realpath(path))  # a symlinked --out and its target share one lock
     # now, not after the training: what is written beside it must have a name (temporaries, if the output is swapped in
