@@ -25,6 +25,7 @@ signal.signal(signal.SIGINT, lambda *_: (print("interrupted during start-up; not
 import time
 
 from experiment.real_model.hf_finetuning import DTYPES, run_hf_finetuning
+from experiment.real_model.hf_model import first_line
 from experiment.training.methods import USER_ERRORS
 from lora.config import DEFAULT_TARGETS, LoRAConfig
 from minigpt.plumbing.errors import UserError, run_cli
@@ -73,7 +74,7 @@ def main() -> None:
         except RuntimeError as error:  # loading and the training loop say so themselves; this catches the rest
             if not is_out_of_memory(error):  # (moving the model to a device, measuring losses, merging)
                 raise
-            raise UserError(f"out of memory ({str(error).strip().splitlines()[0]}); try --dtype bfloat16, a smaller "
+            raise UserError(f"out of memory ({first_line(error)}); try --dtype bfloat16, a smaller "
                             "--batch-size or --block-size, or a smaller model") from None
     print(f"\nsaved under {summary['out']}/: adapter (PEFT format), merged (save_pretrained), metrics.json")
     header = f"{'method':<36} {'trainable params':>22} {'val loss':>9} {'time':>7}"

@@ -52,14 +52,18 @@ def timeout_seconds(text: str) -> float:
     return value
 
 
+# The defaults --help shows; each stands for a place worked out from the other arguments after parsing.
+DEFAULT_OUT, DEFAULT_CSV = "PATH/grade.json", "SUBMISSIONS/grades.csv"
+
+
 def parse_args(argv=None):
     parser = ArgumentParser(prog="python -m coursework.grade",
                             description="Grade the lora/ package of a repository copy, or of every submission in a folder.")
     parser.add_argument("path", nargs="?", default=".", help="root of the repository copy whose lora/ is graded")
-    parser.add_argument("--out", default="PATH/grade.json", help="where to write one copy's JSON report")
+    parser.add_argument("--out", default=DEFAULT_OUT, help="where to write one copy's JSON report")
     parser.add_argument("--submissions", default=None,
                         help="a folder holding one folder per student (each with its lora/); grades them all into one CSV")
-    parser.add_argument("--csv", default="SUBMISSIONS/grades.csv", help="with --submissions: the CSV to write")
+    parser.add_argument("--csv", default=DEFAULT_CSV, help="with --submissions: the CSV to write")
     parser.add_argument("--workers", type=positive_int, default=1, help="with --submissions: sandboxed workers side by side")
     parser.add_argument("--timeout", type=timeout_seconds, default=DEFAULT_TIMEOUT, help="seconds allowed per check")
     return parser.parse_args(argv)
@@ -110,14 +114,14 @@ def write(output: Path, text: str) -> None:
 
 
 def grade_one(args) -> None:
-    if args.csv != "SUBMISSIONS/grades.csv" or args.workers != 1:  # a class's flags: ignored for one copy, so refused
+    if args.csv != DEFAULT_CSV or args.workers != 1:  # a class's flags: ignored for one copy, so refused
         raise UserError("--csv and --workers apply to a folder of submissions; add --submissions FOLDER, or leave them out")
     root = Path(args.path)
     if not root.is_dir():
         raise UserError(f"{root} is not a directory; give the root of a repository copy")
     if not (root / "lora").is_dir():
         raise UserError(f"{root} has no lora/ package; give the root of a repository copy")
-    out = root / "grade.json" if args.out == "PATH/grade.json" else Path(args.out)
+    out = root / "grade.json" if args.out == DEFAULT_OUT else Path(args.out)
     with exclusive(out):
         report = grade_paths([root.resolve()], timeout=args.timeout)[0]
         write(out, json.dumps(report, indent=2) + "\n")  # before printing, so a closed stdout cannot lose it
@@ -139,7 +143,7 @@ def csv_text(reports: list[dict], students: list[str]) -> str:
 
 
 def grade_folder(args) -> None:
-    if args.out != "PATH/grade.json":  # one copy's report: a class writes one CSV, so an --out given would be ignored
+    if args.out != DEFAULT_OUT:  # one copy's report: a class writes one CSV, so an --out given would be ignored
         raise UserError("--out names one copy's report; with --submissions the grades go to one CSV: use --csv")
     folder = Path(args.submissions)
     if not folder.is_dir():
@@ -147,7 +151,7 @@ def grade_folder(args) -> None:
     students = sorted(entry.name for entry in folder.iterdir() if entry.is_dir() and not entry.name.startswith("."))
     if not students:
         raise UserError(f"--submissions {folder} holds no student folders; put each student's copy in a folder of its own")
-    out = folder / "grades.csv" if args.csv == "SUBMISSIONS/grades.csv" else Path(args.csv)
+    out = folder / "grades.csv" if args.csv == DEFAULT_CSV else Path(args.csv)
     started = time.monotonic()
     with output_argument("--csv"), exclusive(out):  # write errors name --csv, the flag that chose this file
         print(f"grading {len(students)} submissions from {folder} ({args.workers} worker{'s' if args.workers > 1 else ''})", flush=True)

@@ -20,7 +20,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from minigpt.plumbing.errors import UserError
+from minigpt.plumbing.errors import UserError, first_few
 from minigpt.training import is_out_of_memory
 
 CACHE_HINT = "give a directory that holds config.json (as save_pretrained writes it), or add --allow-download to fetch it"
@@ -73,11 +73,11 @@ def load_causal_lm(name: str, allow_download: bool = False, dtype: torch.dtype =
     finally:
         transformers_logging.set_verbosity(previous)
     if missing := sorted(loading["missing_keys"]):  # transformers fills them with random numbers, and says so only in a log
-        raise UserError(f"the weights of {name} lack {len(missing)} tensor(s) its config.json needs ({', '.join(missing[:3])}"
-                        f"{', ...' if len(missing) > 3 else ''}): a damaged or mismatched weights file; {DIRECTORY_HINT}")
+        raise UserError(f"the weights of {name} lack {len(missing)} tensor(s) its config.json needs ({first_few(missing)}): "
+                        f"a damaged or mismatched weights file; {DIRECTORY_HINT}")
     if unused := sorted(loading["unexpected_keys"]):  # ignored by transformers; said here since its own report is silenced
         print(f"warning: {len(unused)} tensor(s) in the weights of {name} belong to no layer of the model and are ignored "
-              f"({', '.join(unused[:3])}{', ...' if len(unused) > 3 else ''})", file=sys.stderr)
+              f"({first_few(unused)})", file=sys.stderr)
     check_tokenizer_matches(model, tokenizer, name)
     return model.eval(), tokenizer
 

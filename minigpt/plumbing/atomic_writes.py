@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 from minigpt.plumbing.crash_recovery import _temporary_sibling, recover_directory, remove_stale_temporaries
-from minigpt.plumbing.errors import UserError, another_output
+from minigpt.plumbing.errors import UserError, another_output, first_few
 
 
 def new_run_id() -> str:
@@ -100,8 +100,8 @@ def refuse_foreign_directory(path: str | Path, allowed: set[str], inside: dict[s
                 foreign += sorted(f"{name}/{entry.name}" for entry in (path / name).iterdir() if entry.name not in names)
         if foreign:
             raise UserError(
-                f"{path} already holds files this script does not write ({', '.join(foreign[:3])}"
-                f"{', ...' if len(foreign) > 3 else ''}); replacing it would delete them, so {another_output()}"
+                f"{path} already holds files this script does not write ({first_few(foreign)}); "
+                f"replacing it would delete them, so {another_output()}"
             )
 
 

@@ -35,6 +35,11 @@ def output_argument(name: str, remedy: str | None = None) -> Iterator[None]:
         _OUTPUT_REMEDY.reset(token)
 
 
+def first_few(names: list[str], shown: int = 3) -> str:
+    """Names for a one-line message: the first `shown`, joined, and ", ..." when there are more."""
+    return ", ".join(names[:shown]) + (", ..." if len(names) > shown else "")
+
+
 def another_output() -> str:
     """The remedy for a write error: "choose another --out", or what output_argument() set."""
     return _OUTPUT_REMEDY.get()
