@@ -228,7 +228,7 @@ STUDIES = {
                       variants_grid, variants_report),
     "methods": Study("methods", "bottleneck adapters, prefix, prompt, BitFit and IA3 over a learning-rate grid beside full, "
                      "freeze and LoRA: where each lands", methods_grid, methods_report),
-    "replay": Study("replay", "pretraining text mixed into fine-tuning over several seeds: where each method lands",
+    "replay": Study("replay", "pretraining text mixed into fine-tuning: where each method lands",
                     replay_grid, replay_report),
 }
 
