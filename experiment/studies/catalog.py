@@ -221,9 +221,9 @@ STUDIES = {
     "pareto": Study("pareto", "learning-rate grid per method: forgetting against learning, each method's frontier",
                     pareto_grid, pareto_report, default_seeds=(1337,), full_seeds=QUICK_SEEDS),
     "rank": Study("rank", "LoRA rank 1-64 with alpha fixed and alpha = 2r: losses, probes, ‖ΔW‖", rank_grid, rank_report,
-                  default_seeds=(1337,), full_seeds=QUICK_SEEDS),
+                  full_seeds=QUICK_SEEDS),  # --full: more ranks, the same three seeds
     "targets": Study("targets", "which layers LoRA adapts, at equal rank and equal parameter budget", targets_grid,
-                     targets_report, default_seeds=(1337,), full_seeds=QUICK_SEEDS),
+                     targets_report, full_seeds=QUICK_SEEDS),
     "variants": Study("variants", "plain LoRA against rsLoRA, LoRA+, DoRA and QLoRA, each changing one idea",
                       variants_grid, variants_report),
     "methods": Study("methods", "bottleneck adapters, prefix, prompt, BitFit and IA3 over a learning-rate grid beside full, "
