@@ -1,7 +1,7 @@
 """Run the named studies on top of dist/pretrained: many real fine-tuning runs, cached, tabled and plotted.
 
     python experiments.py seeds            # every method and the new-rows-only control over 3 seeds
-    python experiments.py pareto --full    # the bigger grid (docs/results.md gives its time)
+    python experiments.py pareto --full    # the bigger grid: more rates over 3 seeds (63 runs)
     python experiments.py intrinsic-rank   # after train_finetune.py: is full fine-tuning's update low-rank?
     python experiments.py costs            # LoRA's time and memory per step up to SmolLM-135M's shape (untrained models)
     python experiments.py methods          # adapters, prefix, prompt, BitFit, IA3 beside full, freeze and LoRA
@@ -54,7 +54,7 @@ def parse_args():
                         + "; overhead (operations, arithmetic and time of an unmerged LoRA forward pass, no training)"
                         + "; costs (time, memory and training state of one step per method on randomly initialised Llama shapes "
                         "up to SmolLM-135M's, 960 wide with --full; needs transformers)")
-    parser.add_argument("--full", action="store_true", help="the full grid (more rates, ranks and seeds) instead of the quick one")
+    parser.add_argument("--full", action="store_true", help="the bigger grid: more seeds, rates or ranks, by study (docs/results.md lists them)")
     parser.add_argument("--seeds", type=comma_list(seed_value), default=None,
                         help="comma-separated fine-tuning seeds (default: the study's own, e.g. 1337,1,2 for seeds)")
     parser.add_argument("--lrs", type=comma_list(learning_rate), default=None,

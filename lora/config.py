@@ -19,8 +19,8 @@
     terms of each entry of B A add up with mixed signs, so B A grows about
     like sqrt(r) and (alpha / r) B A would shrink like 1/sqrt(r), 8x from
     rank 1 to 64. This project's rank sweep finds far less: the norm of the
-    merged update falls from 44.6 at rank 1 to 26.9 at rank 64, about 1.7x
-    (1.5x on an earlier machine; `python experiments.py rank`, one seed,
+    merged update falls from 42.4 at rank 1 to 26.5 at rank 64 on average,
+    1.5x to 1.7x on each of three seeds (`python experiments.py rank`,
     docs/results.md section 4.4).
   alpha and the learning rate are related knobs, not interchangeable ones:
   the paper (section 4.1) says tuning alpha is roughly like tuning the rate

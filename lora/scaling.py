@@ -17,9 +17,9 @@ in Appendix A) shows this holds if and only if gamma_r is of order 1/sqrt(r):
 That is a statement about moments (typical sizes of activations and
 gradients), not a prediction of how large the trained update ends up. The
 Adam "mixed signs" argument in lora/config.py is this project's own heuristic;
-in this project's rank sweep (docs/results.md, one seed) the merged update's
-norm with alpha / r shrinks about 1.5-1.7x from rank 1 to 64 (two machines),
-and with alpha / sqrt(r) it stays roughly level.
+in this project's rank sweep (docs/results.md 4.4, three seeds) the merged
+update's norm with alpha / r shrinks 1.5-1.7x from rank 1 to 64, and with
+alpha / sqrt(r) it stays roughly level.
 
 Both agree at r = 1, so alpha means the same thing there.
 """

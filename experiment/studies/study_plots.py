@@ -148,7 +148,9 @@ def plot_targets(groups: dict, path) -> None:
     """New and old validation loss per target set and rank, trainable parameters under each bar pair."""
     plt = pyplot()
     members = list(groups.values())
-    names = [f"{g['label'].removeprefix('LoRA ')}\n{g['trainable_parameters']['mean']:,.0f} params" for g in members]
+    # run labels name the targets only when they differ from the default ("LoRA r=4 up+down"); here every bar needs them
+    names = [f"{g['label'].removeprefix('LoRA ')}{'' if '+' in g['label'] else ' q+k+v+o (default)'}\n"
+             f"{g['trainable_parameters']['mean']:,.0f} params" for g in members]
     figure, axes = plt.subplots(1, 2, figsize=(12, 4.8))
     for ax, (key, ylabel) in zip(axes, (OUTCOMES[0], OUTCOMES[2])):
         summaries = [g[key] for g in members]
