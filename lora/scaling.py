@@ -19,7 +19,7 @@ gradients), not a prediction of how large the trained update ends up. The
 Adam "mixed signs" argument in lora/config.py is this project's own heuristic;
 in this project's rank sweep (docs/results.md 4.4, three seeds) the merged
 update's norm with alpha / r shrinks 1.5-1.7x from rank 1 to 64, and with
-alpha / sqrt(r) it stays roughly level.
+alpha / sqrt(r) it stays roughly level from rank 4 to 64.
 
 Both agree at r = 1, so alpha means the same thing there.
 """

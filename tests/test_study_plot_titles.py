@@ -67,3 +67,11 @@ def test_the_replay_plot_says_how_many_seeds_its_lines_join(seeds, caption, save
     study_plots.plot_pareto(records, "unused.png", "Replay", by_replay=True)
     title = saved_figures[-1]._suptitle.get_text()
     assert caption in title and ("one seed" in title) == (len(seeds) == 1)
+
+
+def test_the_targets_plot_names_the_default_targets_that_run_labels_leave_out(saved_figures):
+    default, mlp = group("LoRA r=4", 3), group("LoRA r=4 up+down", 3)
+    mlp["settings"]["targets"] = ["up_proj", "down_proj"]
+    study_plots.plot_targets({"0": default, "1": mlp}, "unused.png")
+    names = [tick.get_text() for tick in saved_figures[-1].axes[0].get_xticklabels()]
+    assert names[0].startswith("r=4 q+k+v+o (default)\n") and names[1].startswith("r=4 up+down\n")

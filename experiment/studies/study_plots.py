@@ -4,6 +4,7 @@ whose points are one seed each says "one seed" in its title and draws no error b
 suggest a spread of zero where none was measured."""
 
 from experiment.plots import pyplot
+from lora.config import DEFAULT_TARGETS
 from minigpt.plumbing.atomic_writes import atomic_save_figure
 
 OUTCOMES = (("new_val_loss", "new-domain validation loss (nats/token)\nlearning: lower is better"),
@@ -144,12 +145,16 @@ def plot_rank(groups: dict, path) -> None:
     plt.close(figure)
 
 
+def _default_targets(group: dict) -> bool:
+    return tuple(group.get("settings", {}).get("targets") or DEFAULT_TARGETS) == DEFAULT_TARGETS
+
+
 def plot_targets(groups: dict, path) -> None:
     """New and old validation loss per target set and rank, trainable parameters under each bar pair."""
     plt = pyplot()
     members = list(groups.values())
     # run labels name the targets only when they differ from the default ("LoRA r=4 up+down"); here every bar needs them
-    names = [f"{g['label'].removeprefix('LoRA ')}{'' if '+' in g['label'] else ' q+k+v+o (default)'}\n"
+    names = [f"{g['label'].removeprefix('LoRA ')}{' q+k+v+o (default)' if _default_targets(g) else ''}\n"
              f"{g['trainable_parameters']['mean']:,.0f} params" for g in members]
     figure, axes = plt.subplots(1, 2, figsize=(12, 4.8))
     for ax, (key, ylabel) in zip(axes, (OUTCOMES[0], OUTCOMES[2])):
