@@ -54,7 +54,7 @@ def parse_args():
                         + "; overhead (operations, arithmetic and time of an unmerged LoRA forward pass, no training)"
                         + "; costs (time, memory and training state of one step per method on randomly initialised Llama shapes "
                         "up to SmolLM-135M's, 960 wide with --full; needs transformers)")
-    parser.add_argument("--full", action="store_true", help="the bigger grid: more seeds, rates, ranks or shapes, by study (docs/results.md, other_methods.md, real_model.md)")
+    parser.add_argument("--full", action="store_true", help="the bigger grid: more seeds, rates, ranks or shapes, by study (docs/results.md lists most; targets has none)")
     parser.add_argument("--seeds", type=comma_list(seed_value), default=None,
                         help="comma-separated fine-tuning seeds (default: the study's own, e.g. 1337,1,2 for seeds)")
     parser.add_argument("--lrs", type=comma_list(learning_rate), default=None,

@@ -70,8 +70,9 @@ def test_the_replay_plot_says_how_many_seeds_its_lines_join(seeds, caption, save
 
 
 def test_the_targets_plot_names_the_default_targets_that_run_labels_leave_out(saved_figures):
-    default, mlp = group("LoRA r=4", 3), group("LoRA r=4 up+down", 3)
-    mlp["settings"]["targets"] = ["up_proj", "down_proj"]
-    study_plots.plot_targets({"0": default, "1": mlp}, "unused.png")
-    names = [tick.get_text() for tick in saved_figures[-1].axes[0].get_xticklabels()]
-    assert names[0].startswith("r=4 q+k+v+o (default)\n") and names[1].startswith("r=4 up+down\n")
+    default, mlp, one = group("LoRA r=4", 3), group("LoRA r=4 up+down", 3), group("LoRA r=4 v", 3)
+    default["settings"]["targets"] = ["q_proj", "k_proj", "v_proj", "o_proj"]  # a list, as results.json stores it
+    mlp["settings"]["targets"], one["settings"]["targets"] = ["up_proj", "down_proj"], ["v_proj"]
+    study_plots.plot_targets({"0": default, "1": mlp, "2": one}, "unused.png")
+    names = [tick.get_text().split("\n")[0] for tick in saved_figures[-1].axes[0].get_xticklabels()]
+    assert names == ["r=4 q+k+v+o (default)", "r=4 up+down", "r=4 v"]

@@ -10,8 +10,8 @@
            beside full fine-tuning, layer freezing and LoRA at their defaults, on one Pareto plot.
 * intrinsic-rank: the singular values of full fine-tuning's ΔW (experiment/studies/intrinsic_rank.py); no training.
 
-Each grid has a quick form (the default) and a --full form (more seeds, rates or ranks; docs/results.md lists the
-studies it tables; targets has none).
+Most grids have a --full form beside the quick default (more seeds, rates or ranks; docs/results.md describes
+those of the studies it reports, methods_grid its own); targets' --full is its quick grid.
 """
 
 import json
